@@ -17,7 +17,6 @@ from .errors import RigError
 COMMAND_MODULES: tuple[str, ...] = (
     "rig.host.cli",
     "rig.diffcmd",
-    "rig.features_cli",
 )
 
 

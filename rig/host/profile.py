@@ -61,6 +61,9 @@ class KvmInfo:
     modules: list[KvmModule] = field(default_factory=list)
     supported: CpuidTable | None = None
     emulated: CpuidTable | None = None
+    #: the ioctl answers exactly as returned: [function, index, flags, eax, ebx, ecx, edx] per entry, in order
+    supported_entries: list[list[int]] | None = None
+    emulated_entries: list[list[int]] | None = None
 
     def params(self, module: str) -> dict[str, str]:
         for m in self.modules:
@@ -157,6 +160,8 @@ class HostProfile:
                 modules=[KvmModule(m["name"], dict(m.get("params", {}))) for m in v.get("modules", [])],
                 supported=CpuidTable.from_json(v["supported"], f"{where}: kvm.supported") if v.get("supported") else None,
                 emulated=CpuidTable.from_json(v["emulated"], f"{where}: kvm.emulated") if v.get("emulated") else None,
+                supported_entries=v.get("supported_entries"),
+                emulated_entries=v.get("emulated_entries"),
             )
             qemu = [QemuBinary(q["path"], q.get("version"), q.get("error")) for q in d.get("qemu", [])]
         except KeyError as e:

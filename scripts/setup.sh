@@ -1,0 +1,35 @@
+#!/bin/bash
+# Install everything kvm-cpuid-rig needs on a fresh Debian 12 (bookworm) x86-64 machine.
+# Idempotent: re-running installs nothing new.  Needs root (or sudo) for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+    qemu-system-x86      # QEMU 7.2 (bookworm); other versions are fetched into the cache by `rig images build qemu`
+    cpio busybox-static  # initramfs guests and emulated hosts
+    cpuid                # independent CPUID dumps (tests cross-check the rig's own capture)
+    xz-utils zstd        # Debian kernel modules / linux-source are compressed
+    debootstrap e2fsprogs openssh-client  # the SSH guest image
+    gcc make binutils libc6-dev  # the guest probe is built from source
+    python3-venv
+)
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if ! $PY -c 'import rig, qemu.qmp, paramiko, pytest' 2>/dev/null || [ "${RIG_SETUP_FORCE_PIP:-}" = 1 ]; then
+    echo "setup: installing the rig and its Python dependencies"
+    $PY -m pip install -q --disable-pip-version-check -e '.[test]'
+fi
+echo "setup: ok ($(qemu-system-x86_64 --version | head -1))"
