@@ -61,7 +61,11 @@ class Feature:
 
     @property
     def x86_feature(self) -> str | None:
-        return f"X86_FEATURE_{self.kernel}" if self.kernel else None
+        """The kernel macro: ``X86_FEATURE_<kernel>``, or ``kernel`` itself for the
+        paravirtual bits of leaf 0x4000_0001 (``KVM_FEATURE_*``/``KVM_HINTS_*``)."""
+        if not self.kernel:
+            return None
+        return self.kernel if self.kernel.startswith("KVM_") else f"X86_FEATURE_{self.kernel}"
 
     def where(self) -> str:
         return str(self.location)
