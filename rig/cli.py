@@ -17,6 +17,7 @@ from .errors import RigError
 COMMAND_MODULES: tuple[str, ...] = (
     "rig.host.cli",
     "rig.diffcmd",
+    "rig.run.cli",
     "rig.featurescmd",
 )
 

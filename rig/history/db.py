@@ -1,0 +1,228 @@
+"""The history database (SQLite, stdlib): every run's results, keyed by host.
+
+Default file: ``<cache>/history.sqlite`` (``--history PATH`` overrides).  Tables:
+
+* ``runs``     -- one row per run directory: matrix, host key, full fingerprint;
+* ``results``  -- per run and case: outcome, verdict, compared words (JSON);
+* ``findings`` -- per run, case and differing bit: class, layer, known issue.
+
+:func:`diff_runs` answers "what changed since the previous run on this host":
+bits whose configured or observed value changed, findings that are new, and
+findings that are gone (fixed).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..cpuid.catalogue import catalogue
+from ..errors import RigError
+from ..images.cache import cache_root
+from ..run.result import CaseResult
+from .fingerprint import HostFingerprint
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs(
+  id INTEGER PRIMARY KEY, run_dir TEXT UNIQUE NOT NULL, matrix TEXT NOT NULL, host_key TEXT NOT NULL,
+  fingerprint TEXT NOT NULL, host_json TEXT NOT NULL, started_at TEXT, recorded_at TEXT NOT NULL,
+  cases INTEGER NOT NULL, failed INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS results(
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, case_id TEXT NOT NULL, outcome TEXT NOT NULL,
+  verdict TEXT NOT NULL, words TEXT NOT NULL, PRIMARY KEY(run_id, case_id));
+CREATE TABLE IF NOT EXISTS findings(
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, case_id TEXT NOT NULL, key TEXT NOT NULL,
+  name TEXT NOT NULL, cls TEXT NOT NULL, layer TEXT NOT NULL, issue TEXT);
+CREATE INDEX IF NOT EXISTS runs_host ON runs(host_key, id);
+CREATE INDEX IF NOT EXISTS findings_run ON findings(run_id);
+"""
+
+
+class HistoryError(RigError):
+    pass
+
+
+def default_history_path() -> Path:
+    return cache_root() / "history.sqlite"
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    run_dir: str
+    matrix: str
+    host_key: str
+    fingerprint: str
+    host: HostFingerprint
+    started_at: str | None
+    recorded_at: str
+    cases: int
+    failed: int
+
+
+@dataclass
+class BitChange:
+    case_id: str
+    location: str
+    name: str
+    view: str   # "configured" | "observed"
+    old: int
+    new: int
+
+
+@dataclass
+class HistoryDiff:
+    old: RunRow
+    new: RunRow
+    host_changes: list[str] = field(default_factory=list)
+    bit_changes: list[BitChange] = field(default_factory=list)
+    new_findings: list[tuple[str, str, str, str]] = field(default_factory=list)    # case, location, name, class
+    fixed_findings: list[tuple[str, str, str, str]] = field(default_factory=list)
+    outcome_changes: list[tuple[str, str, str]] = field(default_factory=list)      # case, old, new
+    cases_added: list[str] = field(default_factory=list)
+    cases_removed: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.bit_changes or self.new_findings or self.fixed_findings or self.outcome_changes)
+
+
+class History:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_history_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise HistoryError(f"{self.path}: not a usable history database: {e}",
+                               hint="move it away or pass another --history PATH") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------
+    def record(self, *, run_dir: Path, matrix: str, host: HostFingerprint, started_at: str | None,
+               results: Sequence[CaseResult]) -> int:
+        """Store a run (replacing an earlier record of the same run directory, e.g. after --resume)."""
+        with self.db:
+            self.db.execute("DELETE FROM runs WHERE run_dir = ?", (str(run_dir),))
+            cur = self.db.execute(
+                "INSERT INTO runs(run_dir, matrix, host_key, fingerprint, host_json, started_at, recorded_at, cases, failed)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (str(run_dir), matrix, host.host_key, host.fingerprint, json.dumps(host.to_json()), started_at,
+                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), len(results),
+                 sum(1 for r in results if r.verdict in ("fail", "error"))),
+            )
+            run_id = int(cur.lastrowid or 0)
+            self.db.executemany(
+                "INSERT INTO results(run_id, case_id, outcome, verdict, words) VALUES (?,?,?,?,?)",
+                [(run_id, r.id, r.outcome, r.verdict, json.dumps(r.words, separators=(",", ":"))) for r in results],
+            )
+            self.db.executemany(
+                "INSERT INTO findings(run_id, case_id, key, name, cls, layer, issue) VALUES (?,?,?,?,?,?,?)",
+                [(run_id, r.id, f.key, f.name, f.cls, f.layer, f.issue.id if f.issue else None)
+                 for r in results for f in r.findings],
+            )
+        return run_id
+
+    # -- reading -----------------------------------------------------------------------
+    def _row(self, t: tuple) -> RunRow:
+        return RunRow(t[0], t[1], t[2], t[3], t[4], HostFingerprint.from_json(json.loads(t[5])), t[6], t[7], t[8], t[9])
+
+    _COLS = "id, run_dir, matrix, host_key, fingerprint, host_json, started_at, recorded_at, cases, failed"
+
+    def runs(self, host: str | None = None, matrix: str | None = None) -> list[RunRow]:
+        """Runs, oldest first; ``host`` matches a host key or fingerprint prefix."""
+        q, args = f"SELECT {self._COLS} FROM runs WHERE 1=1", []
+        if host:
+            q += " AND (host_key LIKE ? OR fingerprint LIKE ?)"
+            args += [host + "%", host + "%"]
+        if matrix:
+            q += " AND matrix = ?"
+            args.append(matrix)
+        return [self._row(t) for t in self.db.execute(q + " ORDER BY id", args)]
+
+    def run(self, run_id: int) -> RunRow:
+        t = self.db.execute(f"SELECT {self._COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if t is None:
+            raise HistoryError(f"{self.path}: no run with id {run_id}", hint="list runs with `rig history --list`")
+        return self._row(t)
+
+    def previous(self, run: RunRow) -> RunRow | None:
+        t = self.db.execute(f"SELECT {self._COLS} FROM runs WHERE host_key = ? AND matrix = ? AND id < ? "
+                            "ORDER BY id DESC LIMIT 1", (run.host_key, run.matrix, run.id)).fetchone()
+        return self._row(t) if t else None
+
+    def _results(self, run_id: int) -> dict[str, tuple[str, str, dict]]:
+        return {c: (o, v, json.loads(w)) for c, o, v, w in
+                self.db.execute("SELECT case_id, outcome, verdict, words FROM results WHERE run_id = ?", (run_id,))}
+
+    def _findings(self, run_id: int) -> dict[tuple[str, str], tuple[str, str]]:
+        return {(c, k): (n, cls) for c, k, n, cls in
+                self.db.execute("SELECT case_id, key, name, cls FROM findings WHERE run_id = ?", (run_id,))}
+
+    def diff_runs(self, old: RunRow, new: RunRow) -> HistoryDiff:
+        d = HistoryDiff(old, new, host_changes=new.host.changes(old.host))
+        ro, rn = self._results(old.id), self._results(new.id)
+        d.cases_added = sorted(set(rn) - set(ro))
+        d.cases_removed = sorted(set(ro) - set(rn))
+        cat = catalogue()
+        for cid in sorted(set(ro) & set(rn)):
+            (oo, _ov, wo), (on, _nv, wn) = ro[cid], rn[cid]
+            if oo != on:
+                d.outcome_changes.append((cid, oo, on))
+            for key in sorted(set(wo) & set(wn)):
+                for idx, view in ((1, "configured"), (2, "observed")):
+                    a, b = wo[key][idx], wn[key][idx]
+                    if a is None or b is None or a == b:
+                        continue
+                    va, vb = int(a, 16), int(b, 16)
+                    x = va ^ vb
+                    leaf_s, sub_s, reg = key.split(".")
+                    for bit in range(32):
+                        if x >> bit & 1:
+                            name = cat.name_of(int(leaf_s, 16), int(sub_s), reg, bit)
+                            d.bit_changes.append(BitChange(cid, f"{key.upper()}[{bit}]", name, view,
+                                                           va >> bit & 1, vb >> bit & 1))
+        fo, fn = self._findings(old.id), self._findings(new.id)
+        common = set(ro) & set(rn)
+        d.new_findings = sorted((c, k, *fn[(c, k)]) for (c, k) in set(fn) - set(fo) if c in common)
+        d.fixed_findings = sorted((c, k, *fo[(c, k)]) for (c, k) in set(fo) - set(fn) if c in common)
+        return d
+
+
+def format_diff(d: HistoryDiff) -> str:
+    lines = [f"run {d.new.id} ({d.new.run_dir}) against run {d.old.id} ({d.old.run_dir}), host {d.new.host_key}"]
+    lines.append("host changes: " + ("; ".join(d.host_changes) if d.host_changes else "none"))
+    if d.empty and not (d.cases_added or d.cases_removed):
+        lines.append("no changes")
+        return "\n".join(lines)
+    if d.bit_changes:
+        lines.append(f"bits changed ({len(d.bit_changes)}):")
+        lines += [f"  {b.case_id}: {b.view} {b.name} {b.location} {b.old} -> {b.new}" for b in d.bit_changes]
+    if d.new_findings:
+        lines.append(f"new findings ({len(d.new_findings)}):")
+        lines += [f"  {c}: {cls} {n} {k}" for c, k, n, cls in d.new_findings]
+    if d.fixed_findings:
+        lines.append(f"fixed findings ({len(d.fixed_findings)}):")
+        lines += [f"  {c}: {cls} {n} {k}" for c, k, n, cls in d.fixed_findings]
+    if d.outcome_changes:
+        lines.append(f"outcomes changed ({len(d.outcome_changes)}):")
+        lines += [f"  {c}: {a} -> {b}" for c, a, b in d.outcome_changes]
+    if d.cases_added:
+        lines.append(f"cases added: {len(d.cases_added)}")
+    if d.cases_removed:
+        lines.append(f"cases removed: {len(d.cases_removed)}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""QEMU: command line, binaries, launcher over QMP, and the CPU-model layer model."""

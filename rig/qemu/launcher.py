@@ -1,0 +1,493 @@
+"""Launch one QEMU, observe its CPU over QMP, let the guest run, and clean up.
+
+Flow of :func:`launch`:
+
+1. a private runtime directory (mode 0700) holds the QMP socket; the rig listens
+   on it and QEMU connects as a client (``-qmp unix:PATH``), so there is no
+   polling for a socket to appear (a command whose ``-qmp`` says ``server`` is
+   connected to instead, with bounded retries);
+2. QEMU starts in its own session/process group, with ``-S`` when QMP queries
+   are wanted, stdout to nowhere and stderr to ``stderr.log``;
+3. ``query-cpus-fast`` -> qom-path of CPU 0; ``qom-get`` ``feature-words`` and
+   ``filtered-features``; ``query-cpu-model-expansion`` (full) of the ``-cpu``
+   model; ``query-cpu-definitions`` only when asked (it is the same for every
+   case of a binary: see :func:`rig.qemu.binaries.cpu_definitions`);
+4. ``cont`` (or ``quit`` for a query-only launch), then wait for QEMU to exit
+   within the timeout while the serial log is written to the work directory;
+5. on timeout or cancellation: escalating shutdown - QMP ``quit``, then
+   SIGTERM to the process group, then SIGKILL - so no QEMU survives.
+
+The result is an :class:`Observation` whose ``outcome`` classifies what
+happened (see :func:`classify`); QEMU failing is an outcome, not an exception.
+
+Artifacts in ``spec.workdir``: ``cmdline.txt`` (the command line first,
+shell-quoted), ``serial.log``, ``qmp.jsonl`` (every QMP command and reply),
+``stderr.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient, QMPError
+
+from ..cpuid.table import CpuidTable
+from .qmp import CpuDefinition, QmpFailure, QmpSession, Transcript
+
+OUTCOMES = ("ok", "probe-failed", "qemu-aborted", "timeout", "qemu-error", "qmp-error")
+
+#: isa-debug-exit: QEMU exits with (value << 1) | 1; the probe writes 0x10 on
+#: success and 0x11 on failure (guests/probe/probe.h).
+PROBE_EXIT_OK = 33
+PROBE_EXIT_FAIL = 35
+
+#: Seconds given to each step of the escalating shutdown.
+QUIT_GRACE = 0.5
+TERM_GRACE = 1.0
+
+# qemu.qmp logs connection drops (QEMU exiting under it) as errors; they are
+# expected here and recorded in the transcript instead.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+
+@dataclass(frozen=True)
+class ProbeVerdict:
+    """What the guest's serial output says: did the probe report completely?"""
+
+    complete: bool
+    message: str = ""
+
+
+#: A function of (serial text, QEMU exit code) -> verdict.  The default checks
+#: the exit code only; pass ``rig.guest.protocol``-based checks from the caller.
+ProbeCheck = Callable[[str, int], ProbeVerdict]
+
+
+def exit_code_check(serial_text: str, exit_code: int) -> ProbeVerdict:
+    if exit_code == PROBE_EXIT_OK:
+        return ProbeVerdict(True, "probe exited OK")
+    if exit_code == PROBE_EXIT_FAIL:
+        return ProbeVerdict(False, "probe reported failure (isa-debug-exit 0x11)")
+    return ProbeVerdict(False, f"guest ended without the probe's exit (QEMU exit status {exit_code})")
+
+
+@dataclass
+class LaunchSpec:
+    """One QEMU run.
+
+    ``command`` is a :class:`rig.qemu.cmdline.QemuCommand` (anything with an
+    ``argv()`` method and, ideally, ``qmp``/``serial`` fields the launcher fills
+    in); ``query_only``: quit after the QMP queries instead of running the
+    guest (no guest needed; outcome ``ok`` when the queries succeeded).
+    """
+
+    command: Any
+    name: str
+    workdir: Path
+    timeout: float = 30.0
+    qmp_queries: bool = True
+    start_paused: bool = True
+    query_only: bool = False
+    query_definitions: bool = False
+    probe_check: ProbeCheck | None = None
+    connect_timeout: float = 10.0
+
+
+@dataclass
+class Observation:
+    argv: list[str]
+    exit_code: int | None
+    outcome: str
+    serial_path: Path | None
+    serial_text: str
+    qmp_transcript_path: Path | None
+    stderr: str
+    feature_words: CpuidTable | None = None
+    filtered_features: CpuidTable | None = None
+    expansion: dict | None = None
+    duration_s: float = 0.0
+    message: str = ""
+    definitions: list[CpuDefinition] | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+# ---------------------------------------------------------------------------
+# classification (pure)
+
+_NOISE_PREFIXES = ("warning:", "qemu-system-x86_64: warning:", "qemu-system-x86_64: terminating on signal")
+
+
+def error_line(stderr: str) -> str:
+    """The most telling line of QEMU's stderr: the first error, without warnings."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if not any(p in ln for p in ("warning:", "terminating on signal"))]
+    if not errors:
+        return lines[-1] if lines else ""
+    for ln in errors:
+        if "error" in ln.lower() or "failed" in ln.lower():
+            return _strip_prog(ln)
+    return _strip_prog(errors[0])
+
+
+def _strip_prog(line: str) -> str:
+    for prefix in ("qemu-system-x86_64: ", "qemu: "):
+        if line.startswith(prefix):
+            line = line[len(prefix):]
+    if line.startswith("error: "):
+        line = line[len("error: "):]
+    return line
+
+
+def classify(
+    *,
+    exit_code: int | None,
+    timed_out: bool,
+    qmp_ready: bool,
+    qmp_error: str | None,
+    stderr: str,
+    serial_text: str = "",
+    query_only: bool = False,
+    probe_check: ProbeCheck | None = None,
+    timeout: float | None = None,
+    shutdown: str = "",
+) -> tuple[str, str]:
+    """(outcome, one-line message) for a finished run; see :data:`OUTCOMES`.
+
+    * ``timeout``: QEMU did not exit in time (it was shut down by ``shutdown``);
+    * ``qemu-aborted``: QEMU died on a signal (abort, segfault, e.g. "failed to
+      set MSR 0x10a" then an assertion), or exited with an error after it had
+      started (QMP was ready);
+    * ``qemu-error``: QEMU refused the configuration and exited at start-up
+      (unknown CPU model, bad option, missing kernel);
+    * ``qmp-error``: QEMU ran but a QMP query failed;
+    * ``probe-failed``: QEMU exited normally but the probe did not report
+      completely (or reported failure);
+    * ``ok``: the probe reported (or, query-only, the queries succeeded).
+    """
+    err = error_line(stderr)
+    if timed_out:
+        limit = f" {timeout:g} s" if timeout is not None else ""
+        how = f"; stopped by {shutdown}" if shutdown else ""
+        return "timeout", f"QEMU did not exit within{limit}{how}"
+    if exit_code is None:
+        return "qemu-aborted", "QEMU exit status unknown"
+    if exit_code < 0:
+        try:
+            sig = signal.Signals(-exit_code).name
+        except ValueError:
+            sig = f"signal {-exit_code}"
+        return "qemu-aborted", f"QEMU killed by {sig}" + (f": {err}" if err else "")
+    if not qmp_ready and exit_code != 0 and exit_code not in (PROBE_EXIT_OK, PROBE_EXIT_FAIL):
+        return "qemu-error", err or f"QEMU exited with status {exit_code} at start-up"
+    if qmp_error:
+        if exit_code not in (0, PROBE_EXIT_OK, PROBE_EXIT_FAIL):
+            return "qemu-aborted", err or f"QEMU exited with status {exit_code} during QMP ({qmp_error})"
+        return "qmp-error", qmp_error
+    if query_only:
+        if exit_code == 0:
+            return "ok", "QMP queries done"
+        return "qemu-aborted", err or f"QEMU exited with status {exit_code}"
+    if exit_code not in (0, PROBE_EXIT_OK, PROBE_EXIT_FAIL):
+        return "qemu-aborted", err or f"QEMU exited with status {exit_code} before the probe reported"
+    verdict = (probe_check or exit_code_check)(serial_text, exit_code)
+    if verdict.complete:
+        return "ok", verdict.message or "probe reported"
+    return "probe-failed", verdict.message or "probe did not report"
+
+
+# ---------------------------------------------------------------------------
+# command preparation
+
+
+def cpu_model_name(cpu: str | None) -> str | None:
+    """``"EPYC-Rome,-avx2"`` -> ``"EPYC-Rome"``."""
+    if not cpu:
+        return None
+    return cpu.split(",", 1)[0].strip() or None
+
+
+def _prepare(command: Any, sock: Path, serial_path: Path, paused: bool) -> list[str]:
+    """argv with the rig's QMP socket, serial log and ``-S`` filled in."""
+    fields = {f.name for f in dataclasses.fields(command)} if dataclasses.is_dataclass(command) else set()
+    changes: dict[str, Any] = {}
+    if "qmp" in fields:
+        changes["qmp"] = str(sock)
+    if "serial" in fields:
+        changes["serial"] = str(serial_path)
+    if changes:
+        command = dataclasses.replace(command, **changes)
+    argv = list(command.argv())
+    if "qmp" not in fields:
+        argv += ["-qmp", f"unix:{sock}"]
+    if "serial" not in fields and "-serial" not in argv:
+        argv += ["-serial", f"file:{serial_path}"]
+    if paused and "-S" not in argv:
+        argv.append("-S")
+    return argv
+
+
+def _qmp_mode(argv: list[str]) -> str:
+    """``accept`` when QEMU connects to us (client), ``connect`` when it is the server."""
+    for i, a in enumerate(argv[:-1]):
+        if a in ("-qmp", "-chardev") and "server" in argv[i + 1] and "server=off" not in argv[i + 1]:
+            return "connect"
+    return "accept"
+
+
+def _cpu_from_argv(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv[:-1]):
+        if a == "-cpu":
+            return argv[i + 1]
+    return None
+
+
+# ---------------------------------------------------------------------------
+# the launch
+
+
+class _Run:
+    """State of one launch; methods are the steps of the flow."""
+
+    def __init__(self, spec: LaunchSpec) -> None:
+        self.spec = spec
+        self.proc: asyncio.subprocess.Process | None = None
+        self.client: QMPClient | None = None
+        self.session: QmpSession | None = None
+        self.qmp_ready = False
+        self.qmp_error: str | None = None
+        self.shutdown_by = ""
+        self.timings: dict[str, float] = {}
+
+    def _mark(self, what: str, t0: float) -> None:
+        self.timings[what] = round((time.perf_counter() - t0) * 1000, 3)
+
+    async def connect(self, sock: Path, mode: str, deadline: float) -> None:
+        assert self.proc is not None and self.client is not None
+        died = asyncio.ensure_future(self.proc.wait())
+        try:
+            if mode == "accept":
+                fut = asyncio.ensure_future(self.client.accept())
+            else:
+                fut = asyncio.ensure_future(self._connect_retry(sock, deadline))
+            done, _ = await asyncio.wait({fut, died}, timeout=max(0.0, deadline - time.monotonic()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if fut not in done:
+                fut.cancel()
+                with contextlib.suppress(BaseException):
+                    await fut
+                if died in done:
+                    return  # QEMU exited before QMP: classified from its status
+                raise TimeoutError
+            fut.result()
+            self.qmp_ready = True
+        finally:
+            if not died.done():
+                died.cancel()
+
+    async def _connect_retry(self, sock: Path, deadline: float) -> None:
+        assert self.client is not None
+        delay = 0.002
+        while True:
+            try:
+                await self.client.connect(str(sock))
+                return
+            except QMPError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    async def queries(self, obs: dict[str, Any], cpu: str | None) -> None:
+        s = self.session
+        assert s is not None
+        t0 = time.perf_counter()
+        path = await s.cpu0_qom_path()
+        obs["feature_words"] = await s.feature_words(path)
+        obs["filtered_features"] = await s.filtered_features(path)
+        model = cpu_model_name(cpu)
+        if model:
+            with contextlib.suppress(QmpFailure):  # e.g. a model without expansion support
+                obs["expansion"] = (await s.cpu_model_expansion(model, "full")).to_json()
+        if self.spec.query_definitions:
+            obs["definitions"] = await s.cpu_definitions()
+        self._mark("queries", t0)
+
+    async def wait_exit(self, deadline: float) -> bool:
+        """True when QEMU exited before the deadline."""
+        assert self.proc is not None
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout=max(0.0, deadline - time.monotonic()))
+            return True
+        except TimeoutError:
+            return False
+
+    async def shutdown(self) -> None:
+        """Escalate: QMP quit -> SIGTERM to the group -> SIGKILL to the group."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        if self.session is not None and self.qmp_ready:
+            try:
+                await asyncio.wait_for(self.session.quit(), timeout=QUIT_GRACE)
+                await asyncio.wait_for(proc.wait(), timeout=QUIT_GRACE)
+                self.shutdown_by = "QMP quit"
+                return
+            except (TimeoutError, QmpFailure):
+                pass
+        for sig, grace in ((signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, None)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            self.shutdown_by = sig.name
+            if grace is None:
+                await proc.wait()
+                return
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=grace)
+                return
+            except TimeoutError:
+                continue
+
+    def kill_now(self) -> None:
+        """Synchronous last resort (cancellation): SIGKILL the process group."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.shutdown_by = "SIGKILL"
+
+
+async def launch(spec: LaunchSpec) -> Observation:
+    """Run ``spec``; never leaves a QEMU behind (also on cancellation)."""
+    t_start = time.perf_counter()
+    workdir = Path(spec.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    serial_path = workdir / "serial.log"
+    qmp_path = workdir / "qmp.jsonl"
+    stderr_path = workdir / "stderr.log"
+    rundir = Path(tempfile.mkdtemp(prefix="rig-", dir=os.environ.get("XDG_RUNTIME_DIR") or None))
+    os.chmod(rundir, 0o700)
+    sock = rundir / "qmp.sock"
+    paused = spec.qmp_queries and spec.start_paused
+    argv = _prepare(spec.command, sock, serial_path, paused or spec.query_only)
+    (workdir / "cmdline.txt").write_text(shlex.join(argv) + "\n")
+    serial_path.unlink(missing_ok=True)
+    run = _Run(spec)
+    obs: dict[str, Any] = {}
+    timed_out = False
+    deadline = time.monotonic() + spec.timeout
+    want_qmp = spec.qmp_queries or spec.query_only
+    mode = _qmp_mode(argv)
+    with open(qmp_path, "w") as qmp_file, open(stderr_path, "wb") as err_file:
+        try:
+            if want_qmp:
+                run.client = QMPClient(spec.name)
+                run.session = QmpSession(run.client, Transcript(qmp_file, t_start))
+                if mode == "accept":
+                    await run.client.start_server(str(sock))
+            t0 = time.perf_counter()
+            try:
+                run.proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
+                    start_new_session=True,
+                )
+            except OSError as e:
+                err_file.write(f"cannot start {argv[0]}: {e.strerror}\n".encode())
+                return _observation(spec, argv, None, "qemu-error", f"cannot start {argv[0]}: {e.strerror}",
+                                    serial_path, qmp_path, stderr_path, obs, t_start, run)
+            run._mark("spawn", t0)
+            if want_qmp:
+                try:
+                    await run.connect(sock, mode, min(deadline, time.monotonic() + spec.connect_timeout))
+                    run._mark("qmp_ready", t0)
+                    if run.qmp_ready:
+                        await run.queries(obs, _cpu_from_argv(argv))
+                        if spec.query_only:
+                            await run.session.quit()
+                        elif paused:
+                            await run.session.cont()
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        timed_out = True
+                    else:
+                        run.qmp_error = "QMP did not become ready"
+                except QmpFailure as e:
+                    run.qmp_error = str(e)
+                except (QMPError, OSError, EOFError) as e:
+                    run.qmp_error = f"QMP connection failed: {type(e).__name__}: {e}"
+            if not timed_out and not await run.wait_exit(deadline):
+                timed_out = True
+            if timed_out or (run.qmp_error and run.proc.returncode is None):
+                await run.shutdown()
+            run._mark("exit", t0)
+        except BaseException:
+            run.kill_now()
+            if run.proc is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(run.proc.wait())
+            raise
+        finally:
+            if run.client is not None:
+                with contextlib.suppress(Exception):
+                    await run.client.disconnect()
+            shutil.rmtree(rundir, ignore_errors=True)
+    exit_code = run.proc.returncode if run.proc else None
+    stderr = stderr_path.read_text(errors="replace")
+    serial_text = serial_path.read_text(errors="replace") if serial_path.exists() else ""
+    qmp_error = run.qmp_error
+    if qmp_error and run.shutdown_by:
+        # the exit status is the result of our shutdown; QMP failing is the finding
+        exit_code_for_class = 0
+    else:
+        exit_code_for_class = exit_code
+    outcome, message = classify(
+        exit_code=exit_code_for_class, timed_out=timed_out, qmp_ready=run.qmp_ready or not want_qmp,
+        qmp_error=qmp_error, stderr=stderr, serial_text=serial_text, query_only=spec.query_only,
+        probe_check=spec.probe_check, timeout=spec.timeout, shutdown=run.shutdown_by,
+    )
+    return _observation(spec, argv, exit_code, outcome, message, serial_path, qmp_path, stderr_path, obs,
+                        t_start, run, stderr=stderr, serial_text=serial_text)
+
+
+def _observation(spec: LaunchSpec, argv: list[str], exit_code: int | None, outcome: str, message: str,
+                 serial_path: Path, qmp_path: Path, stderr_path: Path, obs: dict[str, Any], t_start: float,
+                 run: _Run, *, stderr: str | None = None, serial_text: str = "") -> Observation:
+    if stderr is None:
+        stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
+    return Observation(
+        argv=argv,
+        exit_code=exit_code,
+        outcome=outcome,
+        serial_path=serial_path if serial_path.exists() else None,
+        serial_text=serial_text,
+        qmp_transcript_path=qmp_path if qmp_path.exists() else None,
+        stderr=stderr,
+        feature_words=obs.get("feature_words"),
+        filtered_features=obs.get("filtered_features"),
+        expansion=obs.get("expansion"),
+        duration_s=time.perf_counter() - t_start,
+        message=message,
+        definitions=obs.get("definitions"),
+        timings_ms=dict(run.timings),
+    )
+
+
+def launch_sync(spec: LaunchSpec) -> Observation:
+    """:func:`launch` in a fresh event loop (Ctrl-C cancels it and kills QEMU)."""
+    return asyncio.run(launch(spec))

@@ -1,0 +1,168 @@
+"""Typed QMP queries on top of ``qemu.qmp``, with a JSON-lines transcript.
+
+:class:`QmpSession` wraps a connected :class:`qemu.qmp.QMPClient`.  Every
+command and its reply (or error) is appended to the transcript as one JSON
+line ``{"t_ms": …, "execute": …, "arguments"?: …, "return"|"error": …}`` so a
+case can be replayed and audited from its artifacts.
+
+The queries the rig needs:
+
+* :meth:`QmpSession.cpu0_qom_path` - ``query-cpus-fast`` -> ``qom-path`` of CPU 0;
+* :meth:`QmpSession.feature_words` / :meth:`QmpSession.filtered_features` -
+  ``qom-get`` of the X86CPU properties of the same names, as :class:`CpuidTable`;
+* :meth:`QmpSession.cpu_model_expansion` - ``query-cpu-model-expansion``;
+* :meth:`QmpSession.cpu_definitions` - ``query-cpu-definitions``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from qemu.qmp import ExecuteError, QMPClient, QMPError
+
+from ..cpuid.parse import parse_feature_words
+from ..cpuid.table import CpuidTable
+from ..errors import RigError
+
+
+class QmpFailure(RigError):
+    """A QMP command failed or the connection broke; the message names the command."""
+
+
+@dataclass(frozen=True)
+class CpuDefinition:
+    """One entry of ``query-cpu-definitions``."""
+
+    name: str
+    typename: str = ""
+    unavailable_features: tuple[str, ...] = ()
+    static: bool = False
+    migration_safe: bool = False
+    deprecated: bool = False
+    alias_of: str | None = None
+
+    @classmethod
+    def from_qmp(cls, d: Mapping[str, Any]) -> CpuDefinition:
+        return cls(
+            name=str(d["name"]),
+            typename=str(d.get("typename", "")),
+            unavailable_features=tuple(d.get("unavailable-features", ()) or ()),
+            static=bool(d.get("static", False)),
+            migration_safe=bool(d.get("migration-safe", False)),
+            deprecated=bool(d.get("deprecated", False)),
+            alias_of=d.get("alias-of"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "typename": self.typename,
+            "unavailable-features": list(self.unavailable_features),
+            "static": self.static,
+            "migration-safe": self.migration_safe,
+            "deprecated": self.deprecated,
+        }
+        if self.alias_of is not None:
+            out["alias-of"] = self.alias_of
+        return out
+
+    @property
+    def is_alias(self) -> bool:
+        return self.alias_of is not None
+
+
+@dataclass(frozen=True)
+class ModelExpansion:
+    """A ``query-cpu-model-expansion`` reply: a model name and its properties."""
+
+    name: str
+    props: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_qmp(cls, d: Mapping[str, Any]) -> ModelExpansion:
+        model = d.get("model", d)
+        return cls(name=str(model["name"]), props=dict(model.get("props", {}) or {}))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": {"name": self.name, "props": dict(self.props)}}
+
+    def enabled(self) -> frozenset[str]:
+        """Names of boolean properties that are true (features, mostly)."""
+        return frozenset(k for k, v in self.props.items() if v is True)
+
+
+class Transcript:
+    """Appends one JSON line per QMP exchange to an open text stream (or nowhere)."""
+
+    def __init__(self, stream: IO[str] | None, t0: float | None = None) -> None:
+        self._stream = stream
+        self._t0 = time.perf_counter() if t0 is None else t0
+
+    def record(self, entry: dict[str, Any]) -> None:
+        if self._stream is None:
+            return
+        entry = {"t_ms": round((time.perf_counter() - self._t0) * 1000, 3), **entry}
+        self._stream.write(json.dumps(entry, sort_keys=False) + "\n")
+
+
+class QmpSession:
+    """Typed queries over a connected client; every exchange is transcribed."""
+
+    def __init__(self, client: QMPClient, transcript: Transcript | None = None) -> None:
+        self.client = client
+        self.transcript = transcript or Transcript(None)
+
+    async def execute(self, command: str, arguments: Mapping[str, Any] | None = None) -> Any:
+        entry: dict[str, Any] = {"execute": command}
+        if arguments:
+            entry["arguments"] = dict(arguments)
+        try:
+            reply = await self.client.execute(command, dict(arguments) if arguments else None)
+        except ExecuteError as e:
+            err = e.error.error
+            self.transcript.record({**entry, "error": {"class": err.class_, "desc": err.desc}})
+            raise QmpFailure(f"QMP {command}: {err.class_}: {err.desc}") from None
+        except (QMPError, OSError, EOFError) as e:
+            self.transcript.record({**entry, "error": {"class": type(e).__name__, "desc": str(e)}})
+            raise QmpFailure(f"QMP {command}: connection failed: {type(e).__name__}: {e}") from None
+        self.transcript.record({**entry, "return": reply})
+        return reply
+
+    async def cpu0_qom_path(self) -> str:
+        cpus = await self.execute("query-cpus-fast")
+        if not isinstance(cpus, list) or not cpus:
+            raise QmpFailure("QMP query-cpus-fast: no CPUs in reply")
+        first = min(cpus, key=lambda c: c.get("cpu-index", 0))
+        return str(first["qom-path"])
+
+    async def qom_get(self, path: str, prop: str) -> Any:
+        return await self.execute("qom-get", {"path": path, "property": prop})
+
+    async def feature_words(self, path: str) -> CpuidTable:
+        return parse_feature_words(await self.qom_get(path, "feature-words"), "QMP feature-words")
+
+    async def filtered_features(self, path: str) -> CpuidTable:
+        return parse_feature_words(await self.qom_get(path, "filtered-features"), "QMP filtered-features")
+
+    async def cpu_model_expansion(
+        self, model: str, expansion_type: str = "full", props: Mapping[str, Any] | None = None
+    ) -> ModelExpansion:
+        m: dict[str, Any] = {"name": model}
+        if props:
+            m["props"] = dict(props)
+        reply = await self.execute("query-cpu-model-expansion", {"type": expansion_type, "model": m})
+        return ModelExpansion.from_qmp(reply)
+
+    async def cpu_definitions(self) -> list[CpuDefinition]:
+        reply = await self.execute("query-cpu-definitions")
+        return [CpuDefinition.from_qmp(d) for d in reply]
+
+    async def quit(self) -> None:
+        await self.execute("quit")
+
+    async def cont(self) -> None:
+        await self.execute("cont")

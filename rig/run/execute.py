@@ -1,0 +1,218 @@
+"""Running cases: one case = launch -> observe (QMP + probe) -> predict -> compare -> judge -> record.
+
+:func:`run_case` is the data flow of one case (design.md §3); :func:`run_cases`
+runs many with ``jobs`` workers in one event loop (each worker waits on its
+QEMU, so the loop is idle most of the time) and hands every finished result to
+the run directory at once, so an interrupted run keeps what finished.
+
+Cancellation (Ctrl-C, SIGTERM) reaches every running :func:`rig.qemu.launcher.launch`,
+which kills its QEMU's process group before the cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..compare.known import case_fields, match_outcome
+from ..compare.threeway import IssueRef, compare
+from ..cpuid.table import REGISTERS, CpuidTable
+from ..errors import RigError
+from ..guest.probe_build import ProbeArtifacts
+from ..matrix.model import Case, Matrix
+from ..qemu.binaries import QemuBinary, find_qemu
+from ..qemu.cmdline import QemuCommand
+from ..qemu.launcher import LaunchSpec, Observation, launch
+from .guests import ProbeReader, check_guest, probe_boot
+from .predict import Predictor
+from .result import CaseResult, judge
+from .rundir import RunDir, write_json
+
+#: the guest mode whose table is "observed" in the words/grid (the others are compared too)
+MODE_ORDER = ("long64", "prot32", "real", "user")
+PVM_QUIRK = "CPUID not intercepted: the guest reads the outer host's CPUID (PVM-style host), not what QEMU configured"
+
+
+class HostNotAvailable(RigError):
+    pass
+
+
+def check_hosts(cases: Sequence[Case]) -> None:
+    """Fail early (before any QEMU starts) for hosts or guests this rig cannot run."""
+    for c in cases:
+        check_guest(c.guest)
+        if c.host.startswith("emulated:"):
+            try:
+                import rig.emulate  # noqa: F401  (another module; wired when it exists)
+            except ImportError:
+                raise HostNotAvailable(
+                    f"case {c.id}: emulated hosts ({c.host}) are not available yet (rig.emulate is missing)",
+                    hint="use hosts = [\"native\"] or [\"simulate\"] for now") from None
+            raise HostNotAvailable(f"case {c.id}: emulated hosts are not wired into `rig run` yet",
+                                   hint="use hosts = [\"native\"] or [\"simulate\"] for now")
+
+
+@dataclass
+class RunContext:
+    """What every case of a run shares."""
+
+    matrix: Matrix
+    rundir: RunDir
+    probe: ProbeArtifacts
+    predictor: Predictor = field(default_factory=Predictor)
+    #: this machine's raw CPUID (for detecting hosts that do not intercept CPUID); None = not checked
+    host_raw: CpuidTable | None = None
+    binaries: dict[str, QemuBinary] = field(default_factory=dict)
+    memory: str = "64M"
+
+    def binary(self, spec: str) -> QemuBinary:
+        if spec not in self.binaries:
+            self.binaries[spec] = find_qemu(spec)
+        return self.binaries[spec]
+
+
+def observed_mode(tables: dict[str, CpuidTable]) -> str | None:
+    for m in MODE_ORDER:
+        if m in tables:
+            return m
+    return next(iter(tables), None)
+
+
+def _hex(v: int | None) -> str | None:
+    return None if v is None else f"{v:08x}"
+
+
+def words_of(scope: Sequence[tuple[int, int, str]], predicted: CpuidTable | None, configured: CpuidTable | None,
+             observed: CpuidTable | None) -> dict[str, list[str | None]]:
+    out: dict[str, list[str | None]] = {}
+    for leaf, sub, reg in scope:
+        views = [t.reg(leaf, sub, reg) if t is not None else None for t in (predicted, configured)]
+        o = observed.value(leaf, sub, reg) if observed is not None else None
+        out[f"{leaf:#x}.{sub}.{reg}"] = [_hex(views[0]), _hex(views[1]), _hex(o)]
+    return out
+
+
+def detect_quirk(case: Case, configured: CpuidTable | None, observed: dict[str, CpuidTable],
+                 host_raw: CpuidTable | None) -> str | None:
+    """A guest under KVM that reads the host's raw feature words where QEMU configured others."""
+    if case.accel != "kvm" or configured is None or host_raw is None or not observed:
+        return None
+    for leaf, sub, reg in ((7, 0, "ebx"), (1, 0, "ecx"), (0x80000001, 0, "ecx")):
+        c, h = configured.reg(leaf, sub, reg), host_raw.reg(leaf, sub, reg)
+        if c is None or h is None or c == h:
+            continue
+        if all(t.reg(leaf, sub, reg) == h for t in observed.values()):
+            return PVM_QUIRK
+    return None
+
+
+def _table_json(t: CpuidTable | None) -> Any:
+    return None if t is None else t.to_json()
+
+
+async def run_case(ctx: RunContext, case: Case) -> CaseResult:
+    t0 = time.perf_counter()
+    workdir = ctx.rundir.case_dir(case.id)
+    rel = str(workdir.relative_to(ctx.rundir.path))
+    try:
+        if case.host.startswith("simulate"):
+            result = _simulate(ctx, case)
+        else:
+            result = await _native(ctx, case, workdir)
+    except RigError as e:
+        result = CaseResult(case, "rig-error", message=str(e))
+    result.artifacts = rel
+    result.duration_s = time.perf_counter() - t0
+    result.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return judge(result, ctx.matrix.fail_on)
+
+
+def _simulate(ctx: RunContext, case: Case) -> CaseResult:
+    binary = ctx.binary(case.qemu)
+    pred = ctx.predictor(case, binary.series, None)
+    if pred.table is None:
+        return CaseResult(case, "rig-error", message=f"simulate needs a prediction: {pred.note}")
+    scope = [(lf, s, r) for (lf, s), regs in pred.table.items() for r in REGISTERS if regs.get(r) is not None]
+    return CaseResult(case, "simulated", message="prediction only (no QEMU started)",
+                      qemu_version=".".join(map(str, binary.version)), words=words_of(scope, pred.table, None, None))
+
+
+async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
+    binary = ctx.binary(case.qemu)
+    boot = probe_boot(case.machine, ctx.probe)
+    cmd = QemuCommand(binary=str(binary.path), machine=boot.machine, accel=case.accel, cpu=case.cpu_arg,
+                      kernel=boot.kernel, drive=boot.drive, memory=ctx.memory, firmware_dir=binary.firmware_dir)
+    reader = ProbeReader(case.id, workdir / "serial.log")
+    obs: Observation = await launch(LaunchSpec(cmd, case.id, workdir, timeout=case.timeout, probe_check=reader))
+    version = ".".join(map(str, binary.version))
+    result = CaseResult(case, obs.outcome, message=obs.message, qemu_version=version)
+    fields = case_fields(case, version)
+    if obs.outcome != "ok":
+        issue = match_outcome(ctx.matrix.known_issues, fields, obs.outcome)
+        result.outcome_issue = IssueRef.of(issue) if issue else None
+    observed = reader.report.tables if reader.report is not None and obs.outcome == "ok" else {}
+    configured = obs.feature_words
+    pred = ctx.predictor(case, binary.series, obs.expansion)
+    quirk = detect_quirk(case, configured, observed, ctx.host_raw)
+    comparison = compare(case, predicted=pred.table, configured=configured, observed=observed, quirk=quirk,
+                         known=ctx.matrix.known_issues, qemu_version=version)
+    result.findings = comparison.findings
+    result.quirk = quirk
+    mode = observed_mode(observed)
+    result.words = words_of(comparison.scope, pred.table, configured, observed.get(mode) if mode else None)
+    if pred.note:
+        result.message = f"{result.message}; {pred.note}" if result.message else pred.note
+    write_json(workdir / "views.json", {
+        "predicted": _table_json(pred.table), "configured": _table_json(configured),
+        "filtered": _table_json(obs.filtered_features), "observed": {m: t.to_json() for m, t in observed.items()},
+        "observed_mode": mode, "expansion": obs.expansion, "timings_ms": obs.timings_ms,
+        "exit_code": obs.exit_code, "form": boot.form, "image": str(boot.image),
+    })
+    return result
+
+
+ProgressFn = Callable[[CaseResult], None]
+
+
+async def run_cases(ctx: RunContext, cases: Sequence[Case], *, jobs: int,
+                    on_result: ProgressFn | None = None) -> list[CaseResult]:
+    """Run ``cases`` with ``jobs`` workers; every result is appended to the run directory as it finishes."""
+    queue: asyncio.Queue[Case] = asyncio.Queue()
+    for c in cases:
+        queue.put_nowait(c)
+    results: list[CaseResult] = []
+
+    async def worker() -> None:
+        while True:
+            try:
+                case = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            r = await run_case(ctx, case)
+            ctx.rundir.append(r)
+            results.append(r)
+            if on_result is not None:
+                on_result(r)
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(jobs, len(cases) or 1)))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+    return results
+
+
+def load_views(run_path: Path, result: CaseResult) -> dict[str, Any]:
+    p = run_path / result.artifacts / "views.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RigError(f"{p}: cannot read the case's views: {e}") from None

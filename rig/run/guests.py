@@ -1,0 +1,84 @@
+"""How a case's guest boots: which probe form on which machine, and how to read its report.
+
+The probe comes in two boot forms (rig.guest.probe_build): a PVH ELF for
+``-kernel`` and a SeaBIOS boot sector.  ``microvm`` has no BIOS disk boot, so
+it takes the PVH form (protected and long mode); ``pc``/``q35`` boot the boot
+sector, which also reports real mode.  A machine can be forced to a form with a
+suffix: ``q35+pvh`` boots the PVH form on q35.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import RigError
+from ..guest.probe_build import ProbeArtifacts
+from ..guest.protocol import ProbeProtocolError, ProbeReport, parse_transcript
+from ..qemu.launcher import ProbeVerdict
+
+FORMS = ("pvh", "bootsector")
+RUNNABLE_GUESTS = ("probe",)
+
+
+class GuestError(RigError):
+    pass
+
+
+@dataclass(frozen=True)
+class Boot:
+    machine: str          # the -machine value (suffix removed)
+    form: str             # "pvh" | "bootsector"
+    kernel: Path | None = None
+    drive: Path | None = None
+
+    @property
+    def image(self) -> Path:
+        p = self.kernel or self.drive
+        assert p is not None
+        return p
+
+
+def split_machine(machine: str) -> tuple[str, str]:
+    """``"q35+pvh"`` -> ("q35", "pvh"); ``"microvm"`` -> ("microvm", "pvh"); ``"pc"`` -> ("pc", "bootsector")."""
+    base, _, forced = machine.partition("+")
+    if forced:
+        if forced not in FORMS:
+            raise GuestError(f"machine {machine!r}: unknown probe form {forced!r} (expected one of: {', '.join(FORMS)})")
+        return base, forced
+    return base, ("pvh" if base.startswith("microvm") else "bootsector")
+
+
+def probe_boot(machine: str, probe: ProbeArtifacts) -> Boot:
+    base, form = split_machine(machine)
+    if form == "pvh":
+        return Boot(base, form, kernel=probe.pvh)
+    if base.startswith("microvm"):
+        raise GuestError(f"machine {machine!r}: microvm has no BIOS disk boot; use the pvh form")
+    return Boot(base, form, drive=probe.bootsector)
+
+
+def check_guest(guest: str) -> None:
+    if guest not in RUNNABLE_GUESTS:
+        raise GuestError(f"guest {guest!r} cannot be run by `rig run` yet (runnable: {', '.join(RUNNABLE_GUESTS)})",
+                         hint="use guests = [\"probe\"] in the matrix")
+
+
+class ProbeReader:
+    """The launcher's probe check: parses the serial log, keeps the report (or the protocol error)."""
+
+    def __init__(self, case_id: str, serial_path: Path | None = None) -> None:
+        self.case_id = case_id
+        self.serial_path = serial_path
+        self.report: ProbeReport | None = None
+        self.error: ProbeProtocolError | None = None
+
+    def __call__(self, serial_text: str, exit_code: int) -> ProbeVerdict:
+        try:
+            self.report = parse_transcript(serial_text, case=self.case_id, transcript_path=self.serial_path)
+        except ProbeProtocolError as e:
+            self.error = e
+            return ProbeVerdict(False, f"probe transcript unusable: {e.problem} (QEMU exit status {exit_code})")
+        if not self.report.ok:
+            return ProbeVerdict(False, f"probe reported {self.report.status}")
+        return ProbeVerdict(True, "probe reported")

@@ -1,0 +1,60 @@
+"""The predicted view of a case, from the QEMU CPU-model layer model (rig.qemu.model*).
+
+The model is another module's job; this adapter only asks it.  When the model
+is not importable (or cannot predict a case, e.g. a model it does not know),
+the prediction is ``None`` and the comparison has two views (configured and
+observed); the result says why in ``prediction_note``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..cpuid.table import CpuidTable
+from ..errors import RigError
+from ..matrix.model import Case
+
+#: fn(case, qemu_version, expansion) -> CpuidTable | None
+PredictFn = Callable[[Case, str, dict | None], CpuidTable | None]
+
+
+@dataclass
+class Prediction:
+    table: CpuidTable | None
+    note: str = ""
+
+
+def _find_model() -> tuple[PredictFn | None, str]:
+    try:
+        mod = importlib.import_module("rig.qemu.model")
+    except ImportError as e:
+        return None, f"QEMU model layer not available ({e})"
+    fn = getattr(mod, "predict_case", None)
+    if fn is None:
+        return None, "rig.qemu.model has no predict_case()"
+    return fn, ""
+
+
+class Predictor:
+    """One per run: resolves the model once."""
+
+    def __init__(self, fn: PredictFn | None = None) -> None:
+        if fn is None:
+            self._fn, self._why = _find_model()
+        else:
+            self._fn, self._why = fn, ""
+
+    @property
+    def available(self) -> bool:
+        return self._fn is not None
+
+    def __call__(self, case: Case, qemu_version: str, expansion: dict[str, Any] | None) -> Prediction:
+        if self._fn is None:
+            return Prediction(None, self._why)
+        try:
+            return Prediction(self._fn(case, qemu_version, expansion))
+        except RigError as e:
+            return Prediction(None, f"no prediction: {e}")
