@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rig.diffcmd",
     "rig.run.cli",
     "rig.featurescmd",
+    "rig.images.ssh_cli",  # after rig.images.cli: attaches `rig images build ssh` to its parser
 )
 
 
