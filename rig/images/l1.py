@@ -1,0 +1,249 @@
+"""The emulated L1 host image: a Debian kernel + an initramfs that runs real KVM.
+
+``build_l1_image(kernel)`` returns an :class:`L1Image` (``vmlinuz`` and an
+``initrd`` path in the rig cache).  The recipe is ``data/l1.toml``: the initrd
+is a kernel-independent *base* archive (busybox, the static ``kvmcap`` helper,
+the machine's QEMU with its shared libraries and firmware, the L2 probe,
+``/init`` from ``guests/l1/init``) followed by a *modules* archive (the
+kernel's kvm, kvm-amd, irqbypass ``.ko``, decompressed).  Each part is
+content-addressed: the base digest covers every byte that goes in, the image
+digest the base digest and the module bytes; a second build finds the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import RigError
+from . import cache
+from . import initramfs as ir
+from .kernel import DebianKernel
+from .qemu import fetch_qemu
+
+BASE_KIND = "l1-base"
+KIND = "l1"
+KVMCAP_KIND = "kvmcap"
+
+#: where things sit inside L1 (guests/l1/init relies on these)
+L1_PROBE = "/rig/probe.elf"
+L1_QEMU = "/usr/bin/qemu-system-x86_64"
+L1_FIRMWARE = "/usr/share/qemu"
+
+
+class L1ImageError(RigError):
+    pass
+
+
+@dataclass(frozen=True)
+class L1Recipe:
+    qemu: str
+    firmware: tuple[str, ...]
+    firmware_dir: Path
+    busybox: Path
+    busybox_package: str
+    init: Path
+    kvmcap: Path
+    kvmcap_cflags: tuple[str, ...]
+    modules: tuple[str, ...]
+    boot: dict[str, Any]
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def load_recipe(path: Path | None = None) -> L1Recipe:
+    try:
+        text = path.read_text() if path else resources.files("rig.images").joinpath("data/l1.toml").read_text()
+        d = tomllib.loads(text)
+        root = project_root()
+        return L1Recipe(
+            qemu=str(d["qemu"]),
+            firmware=tuple(str(f) for f in d["firmware"]),
+            firmware_dir=Path(d["firmware_dir"]),
+            busybox=Path(d["busybox"]),
+            busybox_package=str(d["busybox_package"]),
+            init=root / d["init"],
+            kvmcap=root / d["kvmcap"],
+            kvmcap_cflags=tuple(str(f) for f in d["kvmcap_cflags"]),
+            modules=tuple(str(m) for m in d["modules"]),
+            boot=dict(d["boot"]),
+        )
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
+        raise L1ImageError(f"{path or 'rig/images/data/l1.toml'}: bad L1 recipe: {e}") from e
+
+
+@dataclass(frozen=True)
+class L1Image:
+    """A bootable L1 host: ``vmlinuz`` + ``initrd`` (base + modules archives)."""
+
+    release: str
+    series: str
+    vmlinuz: Path
+    initrd: Path
+    modules: tuple[str, ...]  # module names in load order
+    qemu_version: str
+    digest: str
+
+
+# ---------------------------------------------------------------- kvmcap
+
+
+def build_kvmcap(recipe: L1Recipe | None = None) -> Path:
+    """Compile ``guests/l1/kvmcap.c`` statically into the cache; return the binary."""
+    recipe = recipe or load_recipe()
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise L1ImageError("cannot build kvmcap: gcc not found", hint="apt-get install gcc libc6-dev")
+    try:
+        src = recipe.kvmcap.read_bytes()
+    except OSError as e:
+        raise L1ImageError(f"{recipe.kvmcap}: cannot read ({e.strerror})", hint="run from a source checkout") from e
+    ver = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+    key = cache.digest(["kvmcap", src, *ver, *recipe.kvmcap_cflags])
+    entry = cache.entry_dir(KVMCAP_KIND, key)
+    if not cache.is_complete(entry):
+        with cache.building(KVMCAP_KIND, key) as tmp:
+            out = tmp / "kvmcap"
+            proc = subprocess.run([gcc, *recipe.kvmcap_cflags, "-o", str(out), str(recipe.kvmcap)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+                raise L1ImageError(f"kvmcap build failed: {tail}", hint="needs gcc and libc6-dev (static libc)")
+    return entry / "kvmcap"
+
+
+# ------------------------------------------------------------------ base
+
+
+def busybox_entries(busybox: Path, package: str) -> list[ir.Entry]:
+    """busybox at /bin/busybox plus a symlink per applet at the path ``--list-full`` gives."""
+    if not busybox.is_file():
+        raise L1ImageError(f"{busybox} not found", hint=f"apt-get install {package}")
+    if ir.shared_libraries(busybox):
+        raise L1ImageError(f"{busybox} is not static", hint=f"apt-get install {package}")
+    proc = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise L1ImageError(f"{busybox} --list-full failed", hint=f"reinstall {package}")
+    out = [ir.file("bin/busybox", busybox, 0o755)]
+    for applet in proc.stdout.split():
+        if applet in ("bin/busybox", "linuxrc"):
+            continue
+        out.append(ir.symlink(applet, "/bin/busybox"))
+    return out
+
+
+def base_entries(recipe: L1Recipe, probe: Path) -> tuple[list[ir.Entry], str]:
+    """Entries of the base archive and the QEMU version they carry."""
+    qemu = fetch_qemu(recipe.qemu)
+    elf = qemu.elf or qemu.binary
+    entries = busybox_entries(recipe.busybox, recipe.busybox_package)
+    entries += ir.elf_with_libraries(elf, L1_QEMU)
+    fw_dir = qemu.firmware_dir or recipe.firmware_dir
+    found = 0
+    for name in recipe.firmware:
+        p = fw_dir / name
+        if p.exists():
+            entries.append(ir.file(f"{L1_FIRMWARE}/{name}", p.resolve(), 0o644))
+            found += 1
+    if not found:
+        raise L1ImageError(f"no QEMU firmware of {', '.join(recipe.firmware[:3])}... in {fw_dir}",
+                           hint="apt-get install qemu-system-data seabios")
+    entries.append(ir.file("bin/kvmcap", build_kvmcap(recipe), 0o755))
+    try:
+        entries.append(ir.file("init", recipe.init.read_bytes(), 0o755))
+    except OSError as e:
+        raise L1ImageError(f"{recipe.init}: cannot read ({e.strerror})", hint="run from a source checkout") from e
+    entries.append(ir.file(L1_PROBE.lstrip("/"), probe, 0o644))
+    for d in ("proc", "sys", "dev", "tmp", "run", "var/tmp"):
+        entries.append(ir.directory(d))
+    entries.append(ir.chardev("dev/console", 5, 1))
+    return entries, qemu.version
+
+
+def _content_digest(kind: str, entries: list[ir.Entry], extra: list[str]) -> str:
+    parts: list[str | bytes] = [kind, *extra]
+    for e in ir.complete(entries):
+        parts += [e.path, e.kind, str(e.mode), e.content(), f"{e.major}:{e.minor}"]
+    return cache.digest(parts)
+
+
+def build_base(recipe: L1Recipe | None = None, probe: Path | None = None) -> tuple[Path, str, str]:
+    """The kernel-independent archive: (path of base.cpio.gz, digest, QEMU version)."""
+    recipe = recipe or load_recipe()
+    if probe is None:
+        from ..guest.probe_build import build_probe
+
+        probe = build_probe().pvh
+    entries, qemu_version = base_entries(recipe, probe)
+    key = _content_digest(BASE_KIND, entries, [qemu_version])
+    entry = cache.entry_dir(BASE_KIND, key)
+    if not cache.is_complete(entry):
+        with cache.building(BASE_KIND, key) as tmp:
+            ir.write_initramfs(entries, tmp / "base.cpio.gz")
+            (tmp / "base.json").write_text(json.dumps({"qemu": qemu_version, "entries": len(entries)}) + "\n")
+    return entry / "base.cpio.gz", key, qemu_version
+
+
+# --------------------------------------------------------------- modules
+
+
+def module_entries(kernel: DebianKernel, names: tuple[str, ...]) -> tuple[list[ir.Entry], list[str]]:
+    """The modules of ``names`` with their dependencies, and the ``/rig/modules`` load list."""
+    order: list[Path] = []
+    for n in names:
+        for p in kernel.module_load_order(n):
+            if p not in order:
+                order.append(p)
+    entries, lines, loaded = [], [], []
+    for p in order:
+        mod = p.name.removesuffix(".ko").replace("-", "_")
+        entries.append(ir.file(f"rig/ko/{p.name}", p, 0o644))
+        lines.append(f"{mod} {p.name}\n")
+        loaded.append(mod)
+    entries.append(ir.file("rig/modules", "".join(lines)))
+    entries.append(ir.file("rig/kernel-release", kernel.release + "\n"))
+    return entries, loaded
+
+
+def build_l1_image(kernel: DebianKernel, recipe: L1Recipe | None = None, probe: Path | None = None) -> L1Image:
+    """Build (or find) the L1 image for ``kernel``."""
+    recipe = recipe or load_recipe()
+    base, base_key, qemu_version = build_base(recipe, probe)
+    mod_entries, loaded = module_entries(kernel, recipe.modules)
+    key = _content_digest(KIND, mod_entries, [base_key, kernel.release, kernel.package_version])
+    entry = cache.entry_dir(KIND, key)
+    if not cache.is_complete(entry):
+        with cache.building(KIND, key) as tmp:
+            mods = ir.gzip_bytes(ir.newc_bytes(mod_entries))
+            with open(tmp / "initrd.img", "wb") as f:
+                with open(base, "rb") as b:
+                    shutil.copyfileobj(b, f)
+                f.write(mods)
+            meta = {"release": kernel.release, "vmlinuz": str(kernel.vmlinuz), "modules": loaded,
+                    "base": base_key, "qemu": qemu_version}
+            (tmp / "l1.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if not kernel.vmlinuz.is_file():
+        raise L1ImageError(f"{kernel.vmlinuz}: kernel image missing from the cache", hint="delete the kernel entry and fetch again")
+    return L1Image(
+        release=kernel.release, series=kernel.series, vmlinuz=kernel.vmlinuz, initrd=entry / "initrd.img",
+        modules=tuple(loaded), qemu_version=qemu_version, digest=key,
+    )
+
+
+def l1_image_for(version: str) -> L1Image:
+    """Fetch the Debian kernel matching ``version`` ("6.1", "6.12", "7.x", a release) and build its L1 image."""
+    from .kernel import fetch_kernel
+
+    return build_l1_image(fetch_kernel(version))
+
+
+__all__ = ["L1Image", "L1Recipe", "L1ImageError", "load_recipe", "build_l1_image", "l1_image_for", "build_kvmcap",
+           "build_base", "L1_PROBE", "L1_QEMU", "L1_FIRMWARE"]
