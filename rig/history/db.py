@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cpuid.catalogue import catalogue
+from ..cpuid.table import Location
 from ..errors import RigError
 from ..images.cache import cache_root
 from ..run.result import CaseResult
@@ -194,7 +195,8 @@ class History:
                     for bit in range(32):
                         if x >> bit & 1:
                             name = cat.name_of(int(leaf_s, 16), int(sub_s), reg, bit)
-                            d.bit_changes.append(BitChange(cid, f"{key.upper()}[{bit}]", name, view,
+                            loc = str(Location(int(leaf_s, 16), int(sub_s), reg, bit))
+                            d.bit_changes.append(BitChange(cid, loc, name, view,
                                                            va >> bit & 1, vb >> bit & 1))
         fo, fn = self._findings(old.id), self._findings(new.id)
         common = set(ro) & set(rn)

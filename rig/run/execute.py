@@ -97,16 +97,27 @@ def words_of(scope: Sequence[tuple[int, int, str]], predicted: CpuidTable | None
     return out
 
 
+QUIRK_WORDS = ((7, 0, "ebx"), (1, 0, "ecx"), (0x80000001, 0, "ecx"))
+#: bits the guest must see beyond QEMU's configuration before it counts as reading the host's CPUID
+QUIRK_MIN_EXTRA = 4
+
+
 def detect_quirk(case: Case, configured: CpuidTable | None, observed: dict[str, CpuidTable],
                  host_raw: CpuidTable | None) -> str | None:
-    """A guest under KVM that reads the host's raw feature words where QEMU configured others."""
+    """A guest under KVM that reads the host's CPUID instead of what QEMU configured (PVM does not
+    intercept CPUID): in the feature words of leaves 1, 7 and 0x80000001 the guest sees at least
+    :data:`QUIRK_MIN_EXTRA` bits QEMU did not configure, and only bits the host itself has."""
     if case.accel != "kvm" or configured is None or host_raw is None or not observed:
         return None
-    for leaf, sub, reg in ((7, 0, "ebx"), (1, 0, "ecx"), (0x80000001, 0, "ecx")):
-        c, h = configured.reg(leaf, sub, reg), host_raw.reg(leaf, sub, reg)
-        if c is None or h is None or c == h:
-            continue
-        if all(t.reg(leaf, sub, reg) == h for t in observed.values()):
+    for table in observed.values():
+        extra = outside = 0
+        for leaf, sub, reg in QUIRK_WORDS:
+            o, c, h = table.value(leaf, sub, reg), configured.reg(leaf, sub, reg), host_raw.value(leaf, sub, reg)
+            if c is None:
+                return None
+            extra += (o & ~c).bit_count()
+            outside |= o & ~h
+        if extra >= QUIRK_MIN_EXTRA and not outside:
             return PVM_QUIRK
     return None
 
@@ -165,7 +176,7 @@ async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
     result.quirk = quirk
     mode = observed_mode(observed)
     result.words = words_of(comparison.scope, pred.table, configured, observed.get(mode) if mode else None)
-    if pred.note:
+    if pred.note and obs.outcome == "ok":
         result.message = f"{result.message}; {pred.note}" if result.message else pred.note
     write_json(workdir / "views.json", {
         "predicted": _table_json(pred.table), "configured": _table_json(configured),
