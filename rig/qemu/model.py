@@ -1,0 +1,458 @@
+"""The QEMU CPU-model layer model: predict what QEMU configures for a ``-cpu`` line.
+
+Public API::
+
+    from rig.qemu.model import predict_guest
+    p = predict_guest(facts, "Skylake-Server,-avx2", accel="tcg", machine="microvm")
+    p.table        # CpuidTable: the feature words QEMU puts into the vCPU
+                   # (the registers of QMP ``feature-words``, exactly)
+    p.filtered     # CpuidTable: QMP ``filtered-features`` (same registers)
+    p.levels       # {"level": 0xD, "xlevel": 0x80000008, "xlevel2": 0, "level-func7": 0}
+    p.resolved_model, p.notes
+
+``facts`` is a :class:`rig.qemu.binaries.BinaryFacts` (``gather_facts(binary)``:
+``query-cpu-definitions`` and the static ``query-cpu-model-expansion`` of every
+model, taken once per binary under ``-M none -accel tcg`` and cached), or
+anything with ``version``, ``accel``, ``definitions`` and ``static``.
+
+``supported`` is the KVM supported table for ``accel="kvm"``: the measured
+``KVM_GET_SUPPORTED_CPUID`` of a host profile (native) or
+``rig.policy.predict_supported(...).table`` (simulate/emulated); ``host_raw``
+(the host's raw CPUID) feeds the fix-ups that copy host bits (QEMU 10.0).
+
+The steps, in QEMU's order (``x86_cpu_initfn`` … ``x86_cpu_realizefn``):
+
+1. model definition: the static expansion of the model *version* the machine
+   resolves an unversioned name to (``microvm``: the latest version; ``pc``,
+   ``q35``, ``none``: v1) - this is why ``-M microvm -cpu Skylake-Server`` has
+   no clflushopt (Skylake-Server-v2 turned it off and later versions keep it
+   off) while ``-M q35`` has it (v1); 7.0.EBX 011803A9 vs 019803A9 under TCG;
+2. accelerator default properties (TCG: ``vme=off``; KVM: kvmclock & co.,
+   ``x2apic=on``, ``acpi/monitor/svm=off``);
+3. ``-cpu`` properties ``f=on|off`` in order, then ``+f``, then ``-f``
+   (:mod:`rig.qemu.cpuline`); ``max``/``host`` then add every supported feature
+   the user did not set (except ``no_autoenable`` bits);
+4. feature dependencies (``feature_dependencies[]``): a feature whose
+   prerequisite is off is removed (and reported filtered if the user asked for it);
+5. FEAT_KVM cleared unless KVM; XSAVE component words from the enabled features;
+6. automatic level raising (min-level/min-xlevel from non-zero words);
+7. filtering against the accelerator: TCG's ``tcg_features`` of that QEMU
+   version, or KVM's supported table with QEMU's fix-ups on top
+   (``kvm_arch_get_supported_cpuid``); removed bits go to ``filtered``;
+8. AMD: CPUID[8000_0001].EDX aliases copied from CPUID[1].EDX.
+
+Facts come from ``rig/qemu/data`` (see :mod:`rig.qemu.facts`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..cpuid.table import CpuidTable
+from ..errors import RigError
+from .cpuline import CpuLine, bool_value, effective_settings
+from .facts import VersionData, WordDef, version_data
+
+ACCELS = ("tcg", "kvm")
+MAX_MODELS = frozenset({"max", "host"})
+#: non-feature -cpu properties the model understands
+LEVEL_PROPS = {"level": "level", "xlevel": "xlevel", "xlevel2": "xlevel2", "min-level": "min-level",
+               "min-xlevel": "min-xlevel", "min-xlevel2": "min-xlevel2", "level-func7": "level-func7"}
+#: properties that do not change feature words (accepted, noted)
+OTHER_PROPS = frozenset({
+    "vendor", "family", "model", "stepping", "model-id", "pmu", "enforce", "check", "migratable",
+    "host-cache-info", "l3-cache", "legacy-cache", "cpuid-0xb", "tsc-frequency", "tsc-freq", "phys-bits",
+    "host-phys-bits", "ucode-rev", "full-cpuid-auto-level", "kvm", "x-force-features", "lbr-fmt",
+})
+
+
+class QemuModelError(RigError):
+    pass
+
+
+class UnknownCpuModel(QemuModelError):
+    pass
+
+
+class ModelFacts(Protocol):
+    version: tuple[int, int, int]
+    accel: str
+    definitions: list[Any]
+    static: Mapping[str, Any]
+
+
+@dataclass
+class QemuPrediction:
+    """What QEMU configures for one case (the *qemu configured* layer, predicted)."""
+
+    table: CpuidTable                 # feature words after filtering (QMP feature-words)
+    filtered: CpuidTable              # QMP filtered-features
+    levels: dict[str, int]
+    resolved_model: str
+    vendor: str | None
+    notes: list[str] = field(default_factory=list)
+    requested: CpuidTable = field(default_factory=CpuidTable)  # before filtering
+
+    def filtered_names(self, data: VersionData | None = None) -> list[str]:
+        names = []
+        for (leaf, sub), regs in self.filtered.items():
+            for reg in ("eax", "ebx", "ecx", "edx"):
+                v = regs.get(reg) or 0
+                if data is not None:
+                    w = data.word_at(leaf, sub, reg)
+                else:
+                    w = None
+                for bit in range(32):
+                    if v >> bit & 1:
+                        n = w.names[bit] if w is not None else ""
+                        names.append(n or f"{leaf:#x}.{sub}.{reg}[{bit}]")
+        return names
+
+    def to_json(self) -> dict[str, Any]:
+        return {"table": self.table.to_json(), "filtered": self.filtered.to_json(), "levels": dict(self.levels),
+                "resolved_model": self.resolved_model, "vendor": self.vendor, "notes": list(self.notes)}
+
+
+# ---------------------------------------------------------------------------
+# model resolution
+
+
+def _definition_names(facts: ModelFacts) -> dict[str, Any]:
+    out = {}
+    for d in facts.definitions:
+        name = d.name if hasattr(d, "name") else d["name"]
+        out[name] = d
+    return out
+
+
+def _alias_of(d: Any) -> str | None:
+    return getattr(d, "alias_of", None) if not isinstance(d, Mapping) else d.get("alias-of")
+
+
+def resolve_model(facts: ModelFacts, model: str, machine_version: str) -> str:
+    """The versioned model name QEMU instantiates for ``model`` on a machine (``latest``/``v1``/``legacy``)."""
+    defs = _definition_names(facts)
+    if model not in defs:
+        near = sorted(n for n in defs if n.lower().startswith(model.lower()[:3]))[:5]
+        raise UnknownCpuModel(f"unknown CPU model {model!r} for QEMU {'.'.join(map(str, facts.version))}",
+                              hint="known models include " + ", ".join(near) if near else "see qemu -cpu help")
+    if re.search(r"-v\d+$", model) or model in MAX_MODELS:
+        return model
+    versions = sorted((int(m.group(1)), n) for n in defs if (m := re.fullmatch(re.escape(model) + r"-v(\d+)", n)))
+    if not versions:
+        return model  # unversioned-only (e.g. "base")
+    if machine_version == "latest":
+        return versions[-1][1]
+    alias = _alias_of(defs[model])
+    # facts are taken with -M none (v1); legacy = definition without version props = v1 features
+    return alias if alias and alias in defs else versions[0][1]
+
+
+def _base_name(model: str) -> str:
+    return re.sub(r"-v\d+$", "", model)
+
+
+# ---------------------------------------------------------------------------
+# the steps
+
+
+def _words_from_props(data: VersionData, props: Mapping[str, Any]) -> dict[str, int]:
+    feats = {w: 0 for w in data.words}
+    for name, value in props.items():
+        if value is not True:
+            continue
+        f = data.feature(name)
+        if f is not None:
+            feats[f[0]] |= f[1]
+    return feats
+
+
+def _set(feats: dict[str, int], data: VersionData, name: str, on: bool, user: dict[str, int] | None) -> bool:
+    f = data.feature(name)
+    if f is None:
+        return False
+    w, m = f
+    feats[w] = feats[w] | m if on else feats[w] & ~m
+    if user is not None:
+        user[w] |= m
+    return True
+
+
+def _kvm_supported(data: VersionData, supported: CpuidTable, host_raw: CpuidTable | None,
+                   irqchip: str, notes: list[str]) -> dict[str, int]:
+    """KVM's table per feature word with QEMU's fix-ups (kvm_arch_get_supported_cpuid)."""
+    out = {}
+    for w in data.words.values():
+        out[w.name] = supported.value(w.leaf, w.subleaf or 0, w.reg)
+    fixed_1_edx = None
+    for fx in data.kvm_fixups:
+        w = data.word_at(fx.leaf, fx.subleaf, fx.reg)
+        if w is None:
+            continue
+        if fx.when == "irqchip" and irqchip == "off":
+            continue
+        if fx.when == "no-irqchip" and irqchip != "off":
+            continue
+        if fx.when == "split-irqchip" and irqchip != "split":
+            continue
+        if fx.set:
+            out[w.name] |= data.mask_of(w.name, fx.set)
+        if fx.clear:
+            out[w.name] &= ~data.mask_of(w.name, fx.clear)
+        if fx.host:
+            if host_raw is None:
+                notes.append(f"KVM fix-up needs the host's CPUID ({', '.join(fx.host)}); assumed absent")
+            else:
+                out[w.name] |= host_raw.value(fx.leaf, fx.subleaf, fx.reg) & data.mask_of(w.name, fx.host)
+        if fx.copy_amd_aliases:
+            if fixed_1_edx is None:
+                fixed_1_edx = out.get("FEAT_1_EDX", 0)
+            out[w.name] |= fixed_1_edx & data.amd_aliases
+    # 0xD.0 EAX/EDX: QEMU asks KVM_GET_DEVICE_ATTR(KVM_X86_XCOMP_GUEST_SUPP), which includes
+    # components that need arch_prctl permission (AMX); the supported table stands in for it
+    return out
+
+
+def _adjust_levels(data: VersionData, feats: dict[str, int], levels: dict[str, int], auto: bool) -> None:
+    def raise_to(key: str, v: int) -> None:
+        levels[key] = max(levels[key], v)
+
+    words = list(data.level_always) + (list(data.level_auto) if auto else [])
+    for name in words:
+        w = data.words[name]
+        if not feats.get(name):
+            continue
+        region = w.leaf & 0xF0000000
+        key = {0: "min-level", 0x80000000: "min-xlevel", 0xC0000000: "min-xlevel2"}.get(region)
+        if key:
+            raise_to(key, w.leaf)
+        if w.leaf == 7:
+            raise_to("min-level-func7", w.subleaf or 0)
+    if not auto:
+        return
+    for r in data.level_rules:
+        if r.feature is not None:
+            f = data.feature(r.feature)
+            on = bool(f and feats.get(f[0], 0) & f[1])
+        else:
+            on = bool(feats.get(r.word or "", 0))
+        if on:
+            if r.min_level is not None:
+                raise_to("min-level", r.min_level)
+            if r.min_xlevel is not None:
+                raise_to("min-xlevel", r.min_xlevel)
+
+
+def _xsave_words(data: VersionData, feats: dict[str, int]) -> None:
+    names = ("FEAT_XSAVE_XCR0_LO", "FEAT_XSAVE_XCR0_HI", "FEAT_XSAVE_XSS_LO", "FEAT_XSAVE_XSS_HI")
+    xsave = data.feature("xsave")
+    if xsave is None or not feats[xsave[0]] & xsave[1]:
+        for n in names:
+            if n in feats:
+                feats[n] = 0
+        return
+    mask = 0
+    for comp, word, bits in data.xsave:
+        if feats.get(word, 0) & bits:
+            mask |= 1 << comp
+    x, s = mask & data.xcr0_mask, mask & data.xss_mask
+    for n, v in zip(names, (x & 0xFFFFFFFF, x >> 32, s & 0xFFFFFFFF, s >> 32), strict=True):
+        if n in feats:
+            feats[n] = v
+
+
+def _table(data: VersionData, feats: Mapping[str, int]) -> CpuidTable:
+    t = CpuidTable()
+    for w in data.words.values():
+        t.set_reg(w.leaf, w.subleaf or 0, w.reg, feats.get(w.name, 0))
+    return t
+
+
+def predict_guest(
+    qemu_facts: ModelFacts,
+    cpu_line: str | CpuLine,
+    accel: str,
+    machine: str = "microvm",
+    supported: CpuidTable | None = None,
+    *,
+    host_raw: CpuidTable | None = None,
+    irqchip: str = "on",
+) -> QemuPrediction:
+    """Predict QEMU's configured feature words (and filtered features) for one case.
+
+    ``accel``: ``"tcg"`` or ``"kvm"`` (``supported`` is then required);
+    ``machine``: the ``-M`` value; ``irqchip``: ``on`` (in-kernel, the default
+    of pc/q35/microvm under KVM), ``split`` or ``off``.  Raises
+    :class:`UnknownCpuModel` for a model the binary does not know and
+    :class:`QemuModelError` for flags it does not know.
+    """
+    if accel not in ACCELS:
+        raise QemuModelError(f"accelerator {accel!r} is not modelled (expected tcg or kvm)")
+    if accel == "kvm" and supported is None:
+        raise QemuModelError("a KVM prediction needs the KVM supported table",
+                             hint="pass a host profile's KVM_GET_SUPPORTED_CPUID or rig.policy.predict_supported(...).table")
+    line = cpu_line if isinstance(cpu_line, CpuLine) else CpuLine.parse(cpu_line)
+    data = version_data(tuple(qemu_facts.version))
+    notes: list[str] = []
+    if data.approximate:
+        notes.append(f"QEMU {data.requested} modelled with the facts of QEMU {data.series}")
+    mver = data.machine_version(machine)
+    if mver == "legacy":
+        notes.append(f"machine {machine}: CPU_VERSION_LEGACY (v1 features); its compat properties are not modelled")
+    resolved = resolve_model(qemu_facts, line.model, mver)
+    exp = qemu_facts.static.get(resolved)
+    if exp is None:
+        raise QemuModelError(f"no static expansion of {resolved!r} in the facts of {getattr(qemu_facts, 'binary', 'QEMU')}",
+                             hint="re-gather the binary's facts (rig.qemu.binaries.gather_facts with use_cache=False)")
+    props = exp.props if hasattr(exp, "props") else dict(exp["model"]["props"])
+    feats = _words_from_props(data, props)
+    is_max = line.model in MAX_MODELS
+    vendor = props.get("vendor") if isinstance(props.get("vendor"), str) else None
+    base_def = data.models.get(_base_name(resolved))
+    levels = {"min-level": 0, "min-xlevel": 0, "min-xlevel2": 0, "min-level-func7": 0}
+    if base_def is not None:
+        levels["min-level"], levels["min-xlevel"] = base_def.level, base_def.xlevel
+    else:
+        levels["min-level"] = int(props.get("min-level", 0) or 0)
+        levels["min-xlevel"] = int(props.get("min-xlevel", 0) or 0)
+        levels["min-xlevel2"] = int(props.get("min-xlevel2", 0) or 0)
+
+    # 2. accelerator defaults: undo the facts' accelerator, apply the case's
+    facts_accel = getattr(qemu_facts, "accel", "tcg")
+    if not is_max:
+        if facts_accel == "tcg" and accel != "tcg":
+            for n in data.tcg_default_props:
+                if n == "vme" and base_def is not None:
+                    _set(feats, data, n, base_def.vme, None)
+                else:
+                    notes.append(f"{n}: the model's own value is unknown from TCG facts; kept as {n}=off")
+        elif facts_accel not in ("tcg", accel):
+            raise QemuModelError(f"facts taken under accel {facts_accel!r} cannot model accel {accel!r}",
+                                 hint="gather facts with accel='tcg'")
+        defaults = data.tcg_default_props if accel == "tcg" else dict(data.kvm_default_props)
+        if accel == "kvm" and irqchip == "off":
+            defaults["x2apic"] = False
+        elif accel == "kvm" and irqchip == "split":
+            defaults["kvm-msi-ext-dest-id"] = True
+        for n, v in defaults.items():
+            _set(feats, data, n, bool(v), None)
+    for n in data.always_on:
+        _set(feats, data, n, True, None)
+
+    # 3. -cpu properties, then +f, then -f
+    user = {w: 0 for w in data.words}
+    settings, plus, minus, warnings = effective_settings(line.flags)
+    notes.extend(warnings)
+    level_user: dict[str, int] = {}
+    expose_kvm = True
+    for name, value in settings:
+        if name in LEVEL_PROPS:
+            try:
+                level_user[LEVEL_PROPS[name]] = int(value, 0)
+            except ValueError:
+                raise QemuModelError(f"-cpu {line}: {name}={value!r} is not a number") from None
+            continue
+        f = data.feature(name)
+        if f is None:
+            if name in OTHER_PROPS or name.startswith(("hv-", "vmx-", "x-")):
+                if name == "kvm":
+                    expose_kvm = bool_value_str(value)
+                elif name == "vendor":
+                    vendor = value
+                else:
+                    notes.append(f"{name}={value}: not a CPUID feature word property (not modelled)")
+                continue
+            raise QemuModelError(f"-cpu {line}: QEMU {data.series} has no CPU property {name!r}",
+                                 hint="see `rig features` for QEMU feature names")
+        on = bool_value_str(value)
+        _set(feats, data, name, on, user)
+    for name, on in [(n, True) for n in plus] + [(n, False) for n in minus]:
+        if not _set(feats, data, name, on, user):
+            if name.startswith(("hv-", "vmx-")) or name in OTHER_PROPS:
+                notes.append(f"{'+' if on else '-'}{name}: not a CPUID feature word property (not modelled)")
+                continue
+            raise QemuModelError(f"-cpu {line}: QEMU {data.series} has no CPU feature {name!r}",
+                                 hint="see `rig features` for QEMU feature names")
+
+    # accelerator's supported words
+    if accel == "tcg":
+        supp = {w.name: w.tcg for w in data.words.values()}
+    else:
+        assert supported is not None
+        supp = _kvm_supported(data, supported, host_raw, irqchip, notes)
+    for n in data.unavailable:
+        w, m = data.feature(n)  # type: ignore[misc]
+        supp[w] &= ~m
+
+    if is_max:
+        # x86_cpu_expand_features: max_features adds every supported (migratable) feature not set by the user
+        for w in data.words.values():
+            if accel == "tcg":
+                continue  # the TCG facts' expansion of max already is tcg & migratable & ~no_autoenable
+            feats[w.name] |= supp[w.name] & w.migratable_mask() & ~user[w.name] & ~w.no_autoenable
+        if accel == "kvm":
+            levels["min-level"] = supported.value(0, 0, "eax") if supported is not None else levels["min-level"]
+            levels["min-xlevel"] = supported.value(0x80000000, 0, "eax") if supported is not None else levels["min-xlevel"]
+            vendor = supported.vendor if supported is not None else vendor
+    filtered = {w: 0 for w in data.words}
+
+    # 4. dependencies
+    for d in data.dependencies:
+        if not feats.get(d.src, 0) & d.src_mask:
+            gone = feats.get(d.dst, 0) & d.dst_mask
+            if gone:
+                filtered[d.dst] |= gone & user[d.dst]
+                feats[d.dst] &= ~gone
+
+    # 5. FEAT_KVM, XSAVE components
+    for w in data.kvm_only_words:
+        if accel != "kvm" or not expose_kvm:
+            feats[w] = 0
+    _xsave_words(data, feats)
+
+    # 6. levels (before filtering, as QEMU does)
+    for k in ("min-level", "min-xlevel", "min-xlevel2"):
+        if k in level_user:
+            levels[k] = level_user[k]
+    _adjust_levels(data, feats, levels, auto=True)
+    out_levels = {
+        "level": level_user.get("level", levels["min-level"]),
+        "xlevel": level_user.get("xlevel", levels["min-xlevel"]),
+        "xlevel2": level_user.get("xlevel2", levels["min-xlevel2"]),
+        "level-func7": level_user.get("level-func7", levels["min-level-func7"]),
+    }
+    requested = _table(data, feats)
+
+    # 7. filter against the accelerator
+    for w in data.words.values():
+        gone = feats[w.name] & ~supp[w.name] & 0xFFFFFFFF
+        if gone:
+            filtered[w.name] |= gone
+            feats[w.name] &= ~gone
+
+    # 8. AMD aliases
+    if vendor == "AuthenticAMD" and "FEAT_8000_0001_EDX" in feats:
+        feats["FEAT_8000_0001_EDX"] = (feats["FEAT_8000_0001_EDX"] & ~data.amd_aliases) | (
+            feats["FEAT_1_EDX"] & data.amd_aliases)
+    return QemuPrediction(_table(data, feats), _table(data, filtered), out_levels, resolved, vendor, notes, requested)
+
+
+def bool_value_str(value: str) -> bool:
+    from .cpuline import CpuFlag
+
+    b = bool_value(CpuFlag("x", "=", value))
+    if b is None:
+        raise QemuModelError(f"-cpu: {value!r} is not on/off")
+    return b
+
+
+def feature_names(data: VersionData, word: WordDef, value: int) -> list[str]:
+    return [word.names[b] or f"bit{b}" for b in range(32) if value >> b & 1]
+
+
+def model_names(facts: ModelFacts, *, include_aliases: bool = True) -> list[str]:
+    return sorted(n for n, d in _definition_names(facts).items() if include_aliases or not _alias_of(d))
+
