@@ -1,0 +1,180 @@
+"""The SSH guest end to end: build the Debian image, boot it under TCG, log in with paramiko, observe.
+
+Real parts only: debootstrap of Debian bookworm (cached in the rig cache after the
+first run), QEMU 7.2, the Debian cloud kernel, OpenSSH's sshd, paramiko.
+One boot (Skylake-Server) is shared by the login-failure and command tests; the
+other models boot once each.  The PVH probe's transcript for the same ``-cpu``
+line on the same machine is the reference for the guest's user-mode probe.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rig.compare.normalise import normalise
+from rig.guest.probe_build import build_probe
+from rig.guest.protocol import parse_transcript
+from rig.guest.ssh import (
+    SshAuthError,
+    SshBootTimeout,
+    SshCommandTimeout,
+    SshGuest,
+    SshHostKeyError,
+    SshQemuExited,
+    load_private_key,
+)
+from rig.images import cache
+from rig.images.ssh import SshImageRecipe, _ed25519_keypair, build_default_ssh_image
+from rig.qemu.cmdline import EXIT_PROBE_OK, QemuCommand
+
+pytestmark = pytest.mark.e2e
+
+MODELS = ("qemu64", "Skylake-Server", "EPYC-Rome")
+MACHINE = "q35"
+
+
+@pytest.fixture(scope="module")
+def image():
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 not installed (run scripts/setup.sh)")
+    rootfs = cache.entry_dir("ssh-rootfs", SshImageRecipe.load().rootfs_key())
+    if os.geteuid() != 0 and not cache.is_complete(rootfs):
+        pytest.skip("building the ssh image needs root (debootstrap); run the tests as root once")
+    if shutil.which("debootstrap") is None and not cache.is_complete(rootfs):
+        pytest.skip("debootstrap not installed (run scripts/setup.sh)")
+    return build_default_ssh_image()
+
+
+def _command(cpu: str) -> QemuCommand:
+    return QemuCommand(machine=MACHINE, accel="tcg", cpu=cpu)
+
+
+def pvh_probe_table(cpu: str, tmp: Path):
+    """The PVH probe's long-mode table for the same -cpu line (QEMU -M q35 -kernel probe.elf)."""
+    serial = tmp / f"pvh-{cpu}.log"
+    cmd = QemuCommand(machine=MACHINE, accel="tcg", cpu=cpu, kernel=build_probe().pvh, serial=serial)
+    proc = subprocess.run(cmd.argv(), capture_output=True, timeout=60)
+    assert proc.returncode == EXIT_PROBE_OK, proc.stderr.decode(errors="replace")[-300:]
+    return parse_transcript(serial.read_text(errors="replace"), case=f"pvh-{cpu}").tables["long64"]
+
+
+def _qemus_using(path: Path) -> list[int]:
+    """PIDs of processes whose command line mentions ``path``."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if str(path).encode() in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_image_build_rerun_is_a_lookup(image):
+    again = build_default_ssh_image()
+    assert again.dir == image.dir and again.host_key == image.host_key
+    out = subprocess.run([sys.executable, "-m", "rig", "images", "build", "ssh", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert d["dir"] == str(image.dir) and d["host_key"] == image.host_key
+    assert image.host_key.startswith("ssh-ed25519 ")
+    assert (image.dir / "id_ed25519").stat().st_mode & 0o077 == 0  # private key not readable by others
+
+
+@pytest.fixture(scope="module")
+def skylake(image, tmp_path_factory):
+    """One booted Skylake-Server guest shared by the tests below; torn down at the end."""
+    work = tmp_path_factory.mktemp("ssh-skylake")
+    guest = SshGuest(image)
+    with guest.boot(_command("Skylake-Server"), workdir=work) as session:
+        yield session
+    assert _qemus_using(work) == [], "QEMU survived the end of the boot context"
+
+
+def test_wrong_host_key_is_refused(skylake):
+    _, other = _ed25519_keypair("not-the-guest")
+    ktype, b64 = other.split()[:2]
+    with pytest.raises(SshHostKeyError, match=r"presented host key ssh-ed25519 SHA256:.*not the recorded.*refused"):
+        skylake.connect_once(host_key=(ktype, base64.b64decode(b64)))
+
+
+def test_unknown_key_fails_authentication(skylake, tmp_path):
+    priv, _ = _ed25519_keypair("stranger")
+    p = tmp_path / "stranger"
+    p.write_bytes(priv)
+    with pytest.raises(SshAuthError, match="refused login as 'root'"):
+        skylake.connect_once(key=load_private_key(p))
+    with pytest.raises(SshAuthError, match="refused login as 'nobody'"):
+        skylake.connect_once(user="nobody")
+
+
+def test_command_timeout_is_clear_and_the_session_survives(skylake):
+    with pytest.raises(SshCommandTimeout, match=r"'sleep 30' did not finish within 1 s"):
+        skylake.run("sleep 30", timeout=1)
+    assert skylake.run("echo still-here").stdout.strip() == "still-here"
+
+
+def test_skylake_observation(image, skylake, tmp_path):
+    obs = skylake.observe(accel="tcg")
+    user = obs.probe.tables["user"]
+    assert normalise(user) == normalise(pvh_probe_table("Skylake-Server", tmp_path))
+    # The guest kernel's view agrees with CPUID: AVX2 advertised (7.0.EBX[5]), AVX-512F filtered by TCG.
+    assert user.bit(7, 0, "ebx", 5) == 1 and "avx2" in obs.cpuinfo_flags
+    assert user.bit(7, 0, "ebx", 16) == 0 and "avx512f" not in obs.cpuinfo_flags
+    assert obs.kernel_release == image.kernel_release and obs.kernel_release.endswith("-cloud-amd64")
+    assert "spectre_v2" in obs.vulnerabilities and "mds" in obs.vulnerabilities
+    assert any(m.startswith("x86/fpu: ") for m in obs.kernel_messages)
+    # OSXSAVE is set at runtime by the guest kernel: XCR0 has x87|SSE|AVX.
+    assert obs.insncheck.xcr0 is not None and obs.insncheck.xcr0 & 0x7 == 0x7
+    assert [r.line() for r in obs.insncheck.advertised_but_faults] == []
+    # QEMU 7.2's TCG filters RDSEED and SHA-NI from Skylake-Server: hidden from the guest.
+    assert obs.insncheck.by_test("rdseed").advertised is False
+    assert obs.insncheck.by_test("sha").advertised is False
+    assert obs.insncheck.by_test("avx2").verdict == "ok"
+    assert obs.insncheck.by_test("avx512f").verdict == "hidden-faults"
+
+
+@pytest.mark.parametrize("cpu", [m for m in MODELS if m != "Skylake-Server"])
+def test_run_case(image, cpu, tmp_path):
+    obs = SshGuest(image).run_case(_command(cpu), workdir=tmp_path / "guest")
+    assert normalise(obs.probe.tables["user"]) == normalise(pvh_probe_table(cpu, tmp_path))
+    assert [r.line() for r in obs.insncheck.advertised_but_faults] == []
+    if cpu == "qemu64":
+        assert obs.insncheck.by_test("avx").verdict == "hidden-faults"
+        assert "avx" not in obs.cpuinfo_flags
+    else:
+        assert obs.insncheck.by_test("sse4a").verdict == "ok"  # AMD-only EXTRQ, advertised by EPYC-Rome
+    assert obs.boot_to_login_s > 0
+    assert _qemus_using(tmp_path / "guest") == []
+
+
+def test_guest_that_never_boots_times_out_clearly(image, tmp_path):
+    with pytest.raises(SshBootTimeout, match=r"did not accept SSH within 2 s \(\d+ attempts, last: .*serial:"):
+        with SshGuest(image).boot(_command("qemu64"), workdir=tmp_path, boot_timeout=2):
+            pass
+    assert _qemus_using(tmp_path) == []
+
+
+def test_qemu_refusing_the_cpu_is_reported(image, tmp_path):
+    with pytest.raises(SshQemuExited, match=r"QEMU exited \(status 1\).*no-such-cpu"):
+        with SshGuest(image).boot(_command("no-such-cpu"), workdir=tmp_path, boot_timeout=30):
+            pass
+
+
+def test_kvm_boot(image, tmp_path):
+    if not os.path.exists("/dev/kvm"):
+        pytest.skip("no /dev/kvm on this machine")
+    if os.environ.get("RIG_SSH_KVM") != "1":
+        pytest.skip("Linux guests hang under this host's PVM KVM (design.md §6); set RIG_SSH_KVM=1 on a real KVM host")
+    obs = SshGuest(image).run_case(QemuCommand(machine=MACHINE, accel="kvm", cpu="qemu64"), workdir=tmp_path)
+    assert [r.line() for r in obs.insncheck.advertised_but_faults] == []
