@@ -14,8 +14,10 @@ Flow of :func:`launch`:
    case of a binary: see :func:`rig.qemu.binaries.cpu_definitions`);
 4. ``cont`` (or ``quit`` for a query-only launch), then wait for QEMU to exit
    within the timeout while the serial log is written to the work directory;
-5. on timeout or cancellation: escalating shutdown - QMP ``quit``, then
-   SIGTERM to the process group, then SIGKILL - so no QEMU survives.
+5. on timeout: escalating shutdown - QMP ``quit``, then SIGTERM to the process
+   group, then SIGKILL; on cancellation (Ctrl-C) SIGKILL to the group at once;
+   and QEMU is started with ``PR_SET_PDEATHSIG`` = SIGKILL, so even a rig that
+   is killed with ``kill -9`` leaves no QEMU behind.
 
 The result is an :class:`Observation` whose ``outcome`` classifies what
 happened (see :func:`classify`); QEMU failing is an outcome, not an exception.
@@ -58,6 +60,19 @@ PROBE_EXIT_FAIL = 35
 #: Seconds given to each step of the escalating shutdown.
 QUIT_GRACE = 0.5
 TERM_GRACE = 1.0
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the rig dies (even by SIGKILL), so no QEMU outlives it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
 
 # qemu.qmp logs connection drops (QEMU exiting under it) as errors; they are
 # expected here and recorded in the transcript instead.
@@ -405,7 +420,7 @@ async def launch(spec: LaunchSpec) -> Observation:
             try:
                 run.proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
-                    start_new_session=True,
+                    start_new_session=True, preexec_fn=_die_with_parent,
                 )
             except OSError as e:
                 err_file.write(f"cannot start {argv[0]}: {e.strerror}\n".encode())

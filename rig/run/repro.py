@@ -100,9 +100,9 @@ def _leaves(r: CaseResult) -> list[tuple[int, int]]:
 
 def _script(r: CaseResult, argv: list[str], cpu_path: str, binary: str) -> str:
     def q(a: str) -> str:
-        a = shlex.quote(a)
-        a = a.replace("@HERE@", "'\"$HERE\"'").replace("@QEMU@", '"$QEMU"')
-        return a.replace("''", "")
+        if a == "@QEMU@":
+            return '"$QEMU"'
+        return '"$HERE"'.join(shlex.quote(p) if p else "" for p in a.split("@HERE@"))
 
     cmd = " ".join(q(a) for a in argv)
     qmp = [
@@ -129,9 +129,9 @@ rm -f "$HERE/serial.log"
 cat > "$HERE/qmp-commands.jsonl" <<'EOF'
 {qmp_lines}
 EOF
-# keep QMP's stdin open until QEMU exits (EOF on stdin would not stop the guest, but be tidy)
-{{ cat "$HERE/qmp-commands.jsonl"; sleep {max(5, int(r.case.timeout))}; }} | \\
-  timeout {max(10, int(r.case.timeout) + 5)} {cmd} -S -qmp stdio -serial file:"$HERE/serial.log" > "$HERE/qmp-replies.jsonl" 2> "$HERE/stderr.log"
+# QMP on stdin/stdout: QEMU answers the commands, then the guest runs (EOF on stdin does not stop it)
+timeout {max(10, int(r.case.timeout) + 5)} {cmd} -S -qmp stdio -serial file:"$HERE/serial.log" \\
+  < "$HERE/qmp-commands.jsonl" > "$HERE/qmp-replies.jsonl" 2> "$HERE/stderr.log"
 status=$?
 echo "QEMU exit status: $status (expected {EXIT_PROBE_OK}: probe finished; 124: timed out)"
 echo "--- configured (QMP feature-words): $HERE/qmp-replies.jsonl"
