@@ -17,6 +17,7 @@ from .errors import RigError
 COMMAND_MODULES: tuple[str, ...] = (
     "rig.host.cli",
     "rig.diffcmd",
+    "rig.policy.cli",
     "rig.run.cli",
     "rig.featurescmd",
     "rig.images.ssh_cli",  # after rig.images.cli: attaches `rig images build ssh` to its parser

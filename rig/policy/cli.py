@@ -1,0 +1,170 @@
+"""``rig policy list|show|fetch|import|predict|explain|diff|check``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..host.profile import HostProfile
+from . import check as check_mod
+from . import diff as diff_mod
+from . import explain as explain_mod
+from .importer import import_tree
+from .model import PolicyError
+from .predict import predict_supported
+from .store import entries, load_policy, select
+
+
+def _params(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise PolicyError(f"--param {it!r}: expected MODULE.PARAM=VALUE, e.g. kvm_amd.nested=0")
+        k, v = it.split("=", 1)
+        if "." not in k:
+            raise PolicyError(f"--param {it!r}: name the module, e.g. kvm_amd.{k}={v} or kvm.{k}={v}")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _kernel(args: argparse.Namespace, profile: HostProfile | None) -> str:
+    if getattr(args, "kernel", None):
+        return args.kernel
+    if profile is not None and profile.kernel.release:
+        return profile.kernel.release
+    raise PolicyError("no kernel version: the profile does not record one", hint="pass --kernel VER, e.g. --kernel 6.12")
+
+
+def _load(version: str):
+    e, why = select(version)
+    return load_policy(e.name), why
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for e in entries():
+        rng = f" (kernels {'.'.join(map(str, e.range[0][:2]))}..)" if e.range else ""
+        print(f"linux-{e.name:<18} {e.kind:<9} {e.description}{rng}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    p, why = _load(args.version)
+    print(f"{p.label}: {why}")
+    print(f"  source      {p.source.get('package', '?')} {p.source.get('package_version', '')} "
+          f"(kernel {p.source.get('kernel_version', '?')})")
+    print(f"  era         {p.era}; SYNTHESIZED_F: {p.synthesized or 'n/a'}; /proc/cpuinfo names: {p.cpuinfo_rule}")
+    print(f"  words       {sum(w.kernel for w in p.words.values())} kernel, "
+          f"{sum(not w.kernel for w in p.words.values())} KVM-only; {len(p.features)} features, {len(p.bugs)} bugs")
+    print(f"  steps       {p.common_function}: {len(p.common)}; "
+          + ", ".join(f"{v}: {len(s)}" for v, s in sorted(p.vendors.items())))
+    print(f"  leaves      max basic 0x{p.leaves.get('max_basic', 0):x}, max extended 0x{p.leaves.get('max_extended', 0):x}")
+    if p.hand_written:
+        print(f"  variant of  linux-{p.variant_of}: {p.description}")
+        for k, v in p.commits.items():
+            print(f"    commit {k}: {v}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .source import fetch_source
+
+    s = fetch_source(args.series)
+    print(f"{s.package} {s.package_version} ({s.suite}): {s.tree}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    p = import_tree(Path(args.tree))
+    text = p.dumps()
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"policy linux-{p.version} (kernel {p.source.get('kernel_version')}, {p.era}) written to {args.output}",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    prof = HostProfile.load(args.profile)
+    p, why = _load(_kernel(args, prof))
+    pred = predict_supported(prof, p, _params(args.param))
+    if args.output:
+        Path(args.output).write_text(pred.table.dumps())
+        print(f"predicted KVM_GET_SUPPORTED_CPUID ({why}) written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(pred.table.format_text() + "\n")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    prof = HostProfile.load(args.profile)
+    p, why = _load(_kernel(args, prof))
+    target = explain_mod.resolve(p, args.feature)
+    pred = predict_supported(prof, p, _params(args.param))
+    print(explain_mod.render(pred, target, why))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    a, _ = _load(args.version_a)
+    b, _ = _load(args.version_b)
+    prof = HostProfile.load(args.profile) if args.profile else None
+    print(diff_mod.render(a, b, prof, _params(args.param)))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    prof = HostProfile.load(args.profile)
+    p, why = _load(_kernel(args, prof))
+    res = check_mod.check(prof, p, _params(args.param))
+    print(check_mod.render(res, f"{args.profile} under {why}", strict=args.strict))
+    return 0 if res.ok(strict=args.strict) else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    top = sub.add_parser("policy", help="KVM feature-policy model: per-kernel policies, explain, diff, check",
+                         description="The KVM policy layer: what KVM_GET_SUPPORTED_CPUID returns for a host "
+                                     "profile under a kernel version, and why.")
+    ps = top.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
+    top.set_defaults(func=lambda a: (top.print_help(), 2)[1])
+
+    x = ps.add_parser("list", help="policies available (imported and hand-written variants)")
+    x.set_defaults(func=cmd_list)
+    x = ps.add_parser("show", help="summary of one policy")
+    x.add_argument("version")
+    x.set_defaults(func=cmd_show)
+    x = ps.add_parser("fetch", help="fetch Debian's linux-source-SERIES and cache the files the importer reads")
+    x.add_argument("series", help="e.g. 6.1, 6.12, 7.3")
+    x.set_defaults(func=cmd_fetch)
+    x = ps.add_parser("import", help="generate a policy file from a kernel source tree")
+    x.add_argument("tree", metavar="KERNEL_SRC_DIR")
+    x.add_argument("-o", "--output", metavar="FILE")
+    x.set_defaults(func=cmd_import)
+
+    def common(x: argparse.ArgumentParser, profile_required: bool = True) -> None:
+        x.add_argument("--profile", metavar="FILE", required=profile_required, help="host profile (rig host capture/import)")
+        x.add_argument("--param", action="append", metavar="MODULE.PARAM=VALUE",
+                       help="override a KVM module parameter, e.g. kvm_amd.nested=0 (repeatable)")
+
+    x = ps.add_parser("predict", help="predicted KVM_GET_SUPPORTED_CPUID for a profile")
+    common(x)
+    x.add_argument("--kernel", metavar="VER", help="kernel version (default: the profile's)")
+    x.add_argument("-o", "--output", metavar="FILE", help="write the table as JSON")
+    x.set_defaults(func=cmd_predict)
+    x = ps.add_parser("explain", help="one bit's journey layer by layer, with kernel source locations")
+    x.add_argument("feature", metavar="FEATURE", help="X86_FEATURE name, /proc/cpuinfo name, or LEAF.SUB.REG[BIT]")
+    common(x)
+    x.add_argument("--kernel", metavar="VER", help="kernel version (default: the profile's)")
+    x.set_defaults(func=cmd_explain)
+    x = ps.add_parser("diff", help="rules and (with --profile) supported bits that changed between two versions")
+    x.add_argument("version_a", metavar="VER_A")
+    x.add_argument("version_b", metavar="VER_B")
+    common(x, profile_required=False)
+    x.set_defaults(func=cmd_diff)
+    x = ps.add_parser("check", help="compare the prediction with the profile's measured KVM_GET_SUPPORTED_CPUID")
+    common(x)
+    x.add_argument("--kernel", metavar="VER", help="kernel version (default: the profile's)")
+    x.add_argument("--strict", action="store_true", help="known differences fail the check too")
+    x.set_defaults(func=cmd_check)

@@ -1,0 +1,103 @@
+"""``rig policy diff A B``: rules that changed between two kernel versions' policies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..host.profile import HostProfile
+from .model import Policy, Step
+from .predict import Difference, compare_supported, predict_supported
+
+_FN = {"init": "kvm_cpu_cap_init", "mask": "kvm_cpu_cap_mask", "init_kvm_defined": "kvm_cpu_cap_init_kvm_defined",
+       "set": "kvm_cpu_cap_set", "clear": "kvm_cpu_cap_clear", "check_and_set": "kvm_cpu_cap_check_and_set"}
+
+
+def _macro_text(p: Policy, macro: str) -> str:
+    if macro == "SYNTHESIZED_F" and p.synthesized:
+        return f"SYNTHESIZED_F[{p.synthesized}]"
+    return macro
+
+
+def feature_rules(p: Policy) -> dict[str, list[str]]:
+    """feature -> the rules that touch it, in order, without line numbers."""
+    out: dict[str, list[str]] = {}
+
+    def walk(steps: list[Step], where: str) -> None:
+        for s in steps:
+            if s.op == "call":
+                continue
+            if s.op in ("init", "mask", "init_kvm_defined"):
+                for macro, f in s.features:
+                    out.setdefault(f, []).append(f"{where}: {_FN[s.op]}({s.word}, {_macro_text(p, macro)})")
+            elif s.feature:
+                out.setdefault(s.feature, []).append(
+                    f"{where}: {_FN[s.op]}" + (f" if {s.cond}" if s.cond else ""))
+
+    walk(p.common, p.common_function)
+    for v, steps in sorted(p.vendors.items()):
+        walk(steps, v)
+    return out
+
+
+@dataclass(frozen=True)
+class RuleChange:
+    feature: str
+    a: list[str]
+    b: list[str]
+
+
+def rule_changes(a: Policy, b: Policy) -> list[RuleChange]:
+    ra, rb = feature_rules(a), feature_rules(b)
+    out = []
+    for f in sorted(set(ra) | set(rb)):
+        x, y = ra.get(f, []), rb.get(f, [])
+        if x != y:
+            out.append(RuleChange(f, x, y))
+    return out
+
+
+def leaf_changes(a: Policy, b: Policy) -> list[tuple[str, object, object]]:
+    out = []
+    for k in sorted(set(a.leaves) | set(b.leaves)):
+        if k == "src":
+            continue
+        if a.leaves.get(k) != b.leaves.get(k):
+            out.append((k, a.leaves.get(k), b.leaves.get(k)))
+    return out
+
+
+def supported_changes(profile: HostProfile, a: Policy, b: Policy,
+                      params: dict[str, str] | None = None) -> list[Difference]:
+    pa = predict_supported(profile, a, params)
+    pb = predict_supported(profile, b, params)
+    return compare_supported(pa.table, pb.table, b)
+
+
+def render(a: Policy, b: Policy, profile: HostProfile | None, params: dict[str, str] | None = None) -> str:
+    lines = [f"policy {a.label} -> {b.label}"]
+    if (a.era, a.synthesized) != (b.era, b.synthesized):
+        lines.append(f"  macro semantics: {a.era}/{a.synthesized or '-'} -> {b.era}/{b.synthesized or '-'}")
+    changes = rule_changes(a, b)
+    lines.append(f"  {len(changes)} feature(s) whose KVM rules changed:")
+    for c in changes:
+        lines.append(f"    {c.feature}")
+        lines.append(f"      {a.version}: " + ("; ".join(c.a) if c.a else "(no rule: never advertised)"))
+        lines.append(f"      {b.version}: " + ("; ".join(c.b) if c.b else "(no rule: never advertised)"))
+    lc = leaf_changes(a, b)
+    if lc:
+        lines.append(f"  {len(lc)} per-leaf parameter(s) of __do_cpuid_func changed:")
+        for k, x, y in lc:
+            lines.append(f"    {k}: {_short(x)} -> {_short(y)}")
+    if profile is not None:
+        diffs = supported_changes(profile, a, b, params)
+        lines.append(f"  on profile {profile.name or '?'}: {len(diffs)} supported bit(s) change")
+        for d in diffs:
+            lines.append(f"    {d.feature or '(unnamed)'} {d.location}: {d.predicted} -> {d.measured}")
+    return "\n".join(lines)
+
+
+def _short(v: object) -> str:
+    if isinstance(v, int) and v > 9:
+        return hex(v)
+    s = str(v)
+    return s if len(s) < 100 else s[:97] + "..."
