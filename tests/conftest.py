@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ("rig.run.pytest_plugin",)  # --matrix: rig matrices as tests (tests/e2e/test_matrix.py)
+
 LIBVIRT_DATA = Path(os.environ.get("RIG_LIBVIRT_DATA", REPO.parent / "shared" / "data" / "libvirt-cputestdata"))
 
 

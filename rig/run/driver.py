@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cpuid.table import CpuidTable
 from ..errors import RigError
 from ..guest.probe_build import build_probe
 from ..history.db import History, HistoryDiff
@@ -92,18 +91,6 @@ def prepare(matrix_path: str | Path | None, *, k: str | None = None, shard: str 
                 stale=sorted(set(finished) - ids))
 
 
-def _host_raw(cases: list[Case]) -> CpuidTable | None:
-    if not any(c.accel == "kvm" and c.host == "native" for c in cases):
-        return None
-    from ..cpuid.enumeration import enumerate_cpuid
-    from ..host.cpuid_exec import CpuidExecutor, CpuidUnavailable
-
-    try:
-        return enumerate_cpuid(CpuidExecutor.open())
-    except CpuidUnavailable:
-        return None
-
-
 async def _run_cancellable(ctx: RunContext, todo: list[Case], jobs: int, progress: Progress) -> list[CaseResult]:
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(run_cases(ctx, todo, jobs=jobs, on_result=progress))
@@ -128,8 +115,7 @@ def execute(plan: Plan, *, jobs: int | None = None, progress: Progress | None = 
     jobs = jobs or plan.matrix.jobs or default_jobs()
     progress = progress or Progress(len(plan.cases), done=plan.resumed)
     if plan.todo:
-        ctx = RunContext(plan.matrix, plan.rundir, build_probe(), predictor or Predictor(),
-                         host_raw=_host_raw(plan.todo))
+        ctx = RunContext(plan.matrix, plan.rundir, build_probe(), predictor or Predictor())
         fp = _fingerprint(ctx, plan)
         plan.info.host_fingerprint, plan.info.host = fp.fingerprint, fp.to_json()
         plan.rundir.write_info(plan.info)

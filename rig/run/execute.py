@@ -65,10 +65,21 @@ class RunContext:
     rundir: RunDir
     probe: ProbeArtifacts
     predictor: Predictor = field(default_factory=Predictor)
-    #: this machine's raw CPUID (for detecting hosts that do not intercept CPUID); None = not checked
-    host_raw: CpuidTable | None = None
     binaries: dict[str, QemuBinary] = field(default_factory=dict)
     memory: str = "64M"
+    #: this machine's raw CPUID (for detecting hosts that do not intercept CPUID), read on first use
+    _host_raw: list[CpuidTable | None] = field(default_factory=list)
+
+    def host_raw(self) -> CpuidTable | None:
+        if not self._host_raw:
+            from ..cpuid.enumeration import enumerate_cpuid
+            from ..host.cpuid_exec import CpuidExecutor, CpuidUnavailable
+
+            try:
+                self._host_raw.append(enumerate_cpuid(CpuidExecutor.open()))
+            except CpuidUnavailable:
+                self._host_raw.append(None)
+        return self._host_raw[0]
 
     def binary(self, spec: str) -> QemuBinary:
         if spec not in self.binaries:
@@ -169,7 +180,7 @@ async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
     observed = reader.report.tables if reader.report is not None and obs.outcome == "ok" else {}
     configured = obs.feature_words
     pred = ctx.predictor(case, binary.series, obs.expansion)
-    quirk = detect_quirk(case, configured, observed, ctx.host_raw)
+    quirk = detect_quirk(case, configured, observed, ctx.host_raw() if case.accel == "kvm" else None)
     comparison = compare(case, predicted=pred.table, configured=configured, observed=observed, quirk=quirk,
                          known=ctx.matrix.known_issues, qemu_version=version)
     result.findings = comparison.findings
