@@ -1,0 +1,176 @@
+"""The oracle matrix: emulated hosts as ground truth for the KVM policy model.
+
+``data/oracle.toml`` lists kernels × L1 CPU models × KVM parameter sets.
+:func:`capture_matrix` boots each host once (a few in parallel) and saves its
+profile as ``<model>@<kernel-series>[,<params>].json``; :func:`check_profile`
+compares the policy model's prediction from a profile with the profile's own
+measured ``KVM_GET_SUPPORTED_CPUID`` and counts what was compared.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ..cpuid.table import CpuidTable
+from ..errors import RigError
+from ..host.profile import HostProfile
+from .host import EmulatedHost, params_label, parse_params
+
+
+class OracleError(RigError):
+    pass
+
+
+@dataclass(frozen=True)
+class OracleHost:
+    model: str
+    kernel: str  # kernel request ("6.1", "7.x")
+    params: tuple[str, ...] = ()
+
+    @property
+    def param_map(self) -> dict[str, str]:
+        return parse_params(list(self.params))
+
+    def file_name(self, series: str) -> str:
+        label = params_label(self.param_map)
+        return f"{self.model}@{series}" + (f",{label}" if label else "") + ".json"
+
+    def __str__(self) -> str:
+        label = params_label(self.param_map)
+        return f"{self.model}@{self.kernel}" + (f",{label}" if label else "")
+
+
+@dataclass(frozen=True)
+class OracleMatrix:
+    kernels: tuple[str, ...]
+    models: tuple[str, ...]
+    params: tuple[tuple[str, ...], ...]
+    parallel: int = 2
+
+    def hosts(self) -> list[OracleHost]:
+        return [OracleHost(m, k, p) for k in self.kernels for m in self.models for p in self.params]
+
+
+def load_matrix(path: Path | None = None) -> OracleMatrix:
+    try:
+        text = path.read_text() if path else resources.files("rig.emulate").joinpath("data/oracle.toml").read_text()
+        d = tomllib.loads(text)
+        return OracleMatrix(
+            kernels=tuple(str(k) for k in d["kernels"]),
+            models=tuple(str(m) for m in d["models"]),
+            params=tuple(tuple(str(x) for x in p) for p in d["params"]),
+            parallel=int(d.get("parallel", 2)),
+        )
+    except (OSError, KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as e:
+        raise OracleError(f"{path or 'rig/emulate/data/oracle.toml'}: bad oracle matrix: {e}") from e
+
+
+@dataclass
+class Captured:
+    host: OracleHost
+    profile: HostProfile | None
+    path: Path | None
+    seconds: float
+    error: str | None = None
+
+
+def capture_one(host: OracleHost, out_dir: Path | None = None) -> Captured:
+    t0 = time.monotonic()
+    try:
+        with EmulatedHost(host.model, host.kernel, list(host.params)) as h:
+            prof = h.profile
+            series = h.label.split("@", 1)[1].split(",", 1)[0]
+    except RigError as e:
+        return Captured(host, None, None, time.monotonic() - t0, str(e))
+    assert prof is not None
+    path = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / host.file_name(series)
+        prof.save(path)
+    return Captured(host, prof, path, time.monotonic() - t0)
+
+
+def capture_matrix(hosts: Iterable[OracleHost], out_dir: Path | None = None, *, parallel: int = 2,
+                   progress: Callable[[Captured], None] | None = None) -> list[Captured]:
+    """Boot every host once (``parallel`` at a time); save profiles into ``out_dir``."""
+    hosts = list(hosts)
+    # fetch kernels and build images first, once each, so parallel boots do not race on the cache
+    from ..images.l1 import l1_image_for
+
+    for k in sorted({h.kernel for h in hosts}):
+        l1_image_for(k)
+    out: list[Captured] = []
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        for c in pool.map(lambda h: capture_one(h, out_dir), hosts):
+            out.append(c)
+            if progress:
+                progress(c)
+    return out
+
+
+# ------------------------------------------------------------------ checking
+
+
+@dataclass
+class OracleResult:
+    """Policy prediction vs measured KVM_GET_SUPPORTED_CPUID for one profile."""
+
+    name: str
+    policy: str
+    words: int = 0
+    bits: int = 0
+    differences: list = field(default_factory=list)  # rig.policy.Difference
+    known: list = field(default_factory=list)  # differences explained by known-differences data
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.differences
+
+    def describe(self) -> str:
+        if self.error:
+            return f"{self.name}: {self.error}"
+        head = f"{self.name} [{self.policy}]: {self.words} words / {self.bits} bits compared, " \
+               f"{len(self.differences)} mismatches" + (f", {len(self.known)} known" if self.known else "")
+        return "\n  ".join([head, *(str(d) for d in self.differences)])
+
+
+def count_compared(predicted: CpuidTable, measured: CpuidTable) -> tuple[int, int]:
+    """(registers, bits) a comparison covers: every register of every leaf on either side."""
+    keys = set(predicted.entries) | set(measured.entries)
+    return 4 * len(keys), 128 * len(keys)
+
+
+def check_profile(profile: HostProfile, name: str | None = None) -> OracleResult:
+    """Predict KVM_GET_SUPPORTED_CPUID from ``profile`` with rig.policy and compare with what L1 measured.
+
+    Same selection and comparison as ``rig policy check --profile``: the policy
+    for the profile's kernel release, differences named by feature, those listed
+    in rig/policy/data/known-differences.json (with their kernel source) kept
+    apart as *known*.
+    """
+    from ..policy import check as policy_check
+    from ..policy.store import load_policy, select
+
+    name = name or profile.name or "?"
+    measured = profile.kvm.supported
+    if measured is None:
+        return OracleResult(name, "-", error=f"profile has no measured KVM_GET_SUPPORTED_CPUID ({profile.kvm.error})")
+    try:
+        entry, _why = select(profile.kernel.release or "")
+        policy = load_policy(entry.name)
+        res = policy_check.check(profile, policy)
+    except RigError as e:
+        return OracleResult(name, "-", error=f"policy model failed: {e}")
+    words, bits = count_compared(res.prediction.table, measured)
+    out = OracleResult(name, policy.label, words, bits)
+    out.differences = res.unexplained
+    out.known = [d for d, _k in res.known]
+    return out
