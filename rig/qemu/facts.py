@@ -113,6 +113,7 @@ class VersionData:
     machine_latest: tuple[str, ...]
     machine_v1: tuple[str, ...]
     legacy_up_to: tuple[int, int]
+    xsave_drop_unsupported: bool = False
     _props: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -238,7 +239,7 @@ def _load(series: tuple[int, int], requested: tuple[int, int]) -> VersionData:
         kvm_only_words=tuple(beh.get("kvm_only_words", ())), level_always=tuple(beh.get("level_always", ())),
         level_auto=tuple(beh.get("level_auto", ())), level_rules=rules, unavailable=tuple(beh.get("unavailable", ())),
         kvm_fixups=fixups, machine_latest=tuple(mach.get("latest", ())), machine_v1=tuple(mach.get("v1", ())),
-        legacy_up_to=lu,
+        legacy_up_to=lu, xsave_drop_unsupported=bool(beh.get("xsave_drop_unsupported", False)),
     )
     for n in (*vd.always_on, *vd.tcg_default_props, *vd.kvm_default_props, *vd.unavailable):
         if vd.feature(n) is None:

@@ -246,7 +246,7 @@ def _adjust_levels(data: VersionData, feats: dict[str, int], levels: dict[str, i
                 raise_to("min-xlevel", r.min_xlevel)
 
 
-def _xsave_words(data: VersionData, feats: dict[str, int]) -> None:
+def _xsave_words(data: VersionData, feats: dict[str, int], supp: Mapping[str, int]) -> None:
     names = ("FEAT_XSAVE_XCR0_LO", "FEAT_XSAVE_XCR0_HI", "FEAT_XSAVE_XSS_LO", "FEAT_XSAVE_XSS_HI")
     xsave = data.feature("xsave")
     if xsave is None or not feats[xsave[0]] & xsave[1]:
@@ -255,7 +255,10 @@ def _xsave_words(data: VersionData, feats: dict[str, int]) -> None:
                 feats[n] = 0
         return
     mask = 0
+    supported_xcr0 = supp.get("FEAT_XSAVE_XCR0_LO", 0) | supp.get("FEAT_XSAVE_XCR0_HI", 0) << 32
     for comp, word, bits in data.xsave:
+        if data.xsave_drop_unsupported and comp >= 2 and not supported_xcr0 >> comp & 1:
+            continue
         if feats.get(word, 0) & bits:
             mask |= 1 << comp
     x, s = mask & data.xcr0_mask, mask & data.xss_mask
@@ -411,7 +414,7 @@ def predict_guest(
     for w in data.kvm_only_words:
         if accel != "kvm" or not expose_kvm:
             feats[w] = 0
-    _xsave_words(data, feats)
+    _xsave_words(data, feats, supp)
 
     # 6. levels (before filtering, as QEMU does)
     for k in ("min-level", "min-xlevel", "min-xlevel2"):

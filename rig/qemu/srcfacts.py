@@ -40,31 +40,44 @@ def _strip_comments(text: str) -> str:
     return re.sub(r"//[^\n]*", "", text)
 
 
+def _if_value(expr: str) -> bool:
+    """Value of a simple ``#if`` expression (defined(), !, &&, ||); unknown names are 0."""
+    e = re.sub(r"defined\s*\(?\s*(\w+)\s*\)?", lambda m: "1" if m.group(1) in DEFINED else "0", expr)
+    e = re.sub(r"\b[A-Za-z_]\w*\b", "0", e).replace("&&", " and ").replace("||", " or ")
+    e = re.sub(r"!(?!=)", " not ", e)
+    try:
+        return bool(eval(e))  # noqa: S307 - digits, operators and and/or/not only
+    except SyntaxError:
+        return True
+
+
 def _preprocess(text: str) -> str:
-    """Keep the lines a 64-bit system-emulator build compiles (#ifdef/#ifndef/#else/#endif only)."""
-    out, stack = [], []
+    """Keep the lines a 64-bit system-emulator build compiles (#if/#ifdef/#ifndef/#elif/#else/#endif)."""
+    out: list[str] = []
+    # per level: [this branch active, some branch already taken]
+    stack: list[list[bool]] = []
     for line in text.splitlines():
         s = line.strip()
         m = re.match(r"#\s*(ifdef|ifndef)\s+(\w+)", s)
+        mi = re.match(r"#\s*if\b(.*)", s)
+        me = re.match(r"#\s*elif\b(.*)", s)
         if m:
             cond = (m.group(2) in DEFINED) == (m.group(1) == "ifdef")
             stack.append([cond, cond])
-            out.append("")
-            continue
-        if re.match(r"#\s*if\b", s):
-            # other #if expressions: keep the first branch
-            stack.append([True, True])
-            out.append("")
-            continue
-        if re.match(r"#\s*else\b", s) and stack:
-            stack[-1][1] = not stack[-1][0]
-            out.append("")
-            continue
-        if re.match(r"#\s*endif\b", s) and stack:
+        elif mi:
+            cond = _if_value(mi.group(1))
+            stack.append([cond, cond])
+        elif me and stack:
+            cond = not stack[-1][1] and _if_value(me.group(1))
+            stack[-1] = [cond, stack[-1][1] or cond]
+        elif re.match(r"#\s*else\b", s) and stack:
+            stack[-1] = [not stack[-1][1], True]
+        elif re.match(r"#\s*endif\b", s) and stack:
             stack.pop()
-            out.append("")
+        else:
+            out.append(line if all(c[0] for c in stack) else "")
             continue
-        out.append(line if all(c[1] for c in stack) else "")
+        out.append("")
     return "\n".join(out)
 
 
