@@ -1,0 +1,129 @@
+"""The QEMU layer model against real QEMU: prediction == QMP feature-words / filtered-features.
+
+For every x86 CPU model of QEMU 7.2 (and 10.0 when it can be fetched) at its
+default, on microvm (latest model version) and q35 (v1), plus flag variants
+exercising QEMU's precedence, dependency, alias and filtering rules, the
+predicted configured layer must equal what QEMU reports over QMP exactly.
+One QEMU per case (``-S``, no guest), two at a time.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from qemu_configured import QemuRefused, configured
+
+from rig.errors import RigError
+from rig.qemu.binaries import QemuBinary, find_qemu, gather_facts
+from rig.qemu.model import QemuModelError, UnknownCpuModel, model_names, predict_guest
+
+pytestmark = pytest.mark.e2e
+
+#: flag variants: precedence (+f/-f over f=on|off), aliases, dependencies, TCG filtering
+VARIANTS = (
+    "-avx2", "+avx2,-xsave", "-lm", "avx=off,+avx", "+x2apic", "-x2apic,x2apic=on", "x2apic=on,-x2apic",
+    "+pku", "-sse2", "+svm", "+vmx", "+xsaves", "+rdseed", "+intel-pt", "+la57", "sse4_1=off", "+i64",
+    "+kvmclock", "-hypervisor", "+topoext", "+lahf_lm", "pku=on,pku=off", "-avx,+avx", "+avx512f", "-xsave,+xsaveopt",
+)
+VARIANT_MODELS = ("Skylake-Server", "EPYC-Rome", "qemu64", "Opteron_G3", "max")
+
+
+def _binary(request: str) -> QemuBinary:
+    try:
+        return find_qemu(request)
+    except RigError as e:
+        pytest.skip(f"QEMU {request} not available here: {e}")
+
+
+@pytest.fixture(scope="module")
+def qemu72() -> QemuBinary:
+    b = _binary("system")
+    if b.series != "7.2":
+        pytest.skip(f"the system QEMU is {b.series}, not 7.2 (Debian bookworm's)")
+    return b
+
+
+@pytest.fixture(scope="module")
+def qemu100() -> QemuBinary:
+    return _binary("10.0")
+
+
+def _mismatches(binary: QemuBinary, cases: list[tuple[str, str]]) -> tuple[list[str], int]:
+    facts = gather_facts(binary)
+
+    def one(case: tuple[str, str]) -> str | None:
+        cpu, machine = case
+        try:
+            fw, ff, _ = configured(binary.path, cpu, machine, firmware_dir=binary.firmware_dir)
+        except QemuRefused as e:
+            return f"{cpu} on {machine}: QEMU refused: {str(e).strip()[-160:]}"
+        p = predict_guest(facts, cpu, "tcg", machine)
+        d, df = p.table.diff(fw), p.filtered.diff(ff)
+        if d or df:
+            return (f"{cpu} on {machine} ({p.resolved_model}): feature-words "
+                    f"{[f'{x.location} predicted {x.a} QEMU {x.b}' for x in d]}, filtered "
+                    f"{[f'{x.location} predicted {x.a} QEMU {x.b}' for x in df]}")
+        return None
+
+    with ThreadPoolExecutor(2) as ex:
+        out = [m for m in ex.map(one, cases) if m]
+    return out, len(cases)
+
+
+def _cases(binary: QemuBinary) -> list[tuple[str, str]]:
+    facts = gather_facts(binary)
+    names = [n for n in model_names(facts) if n not in ("host", "base")]
+    cases = [(n, "microvm") for n in names]
+    cases += [(n, "q35") for n in names if "-v" not in n]
+    cases += [(f"{m},{v}", "microvm") for m in VARIANT_MODELS for v in VARIANTS]
+    return cases
+
+
+def test_qemu72_every_model_and_variant_predicted_exactly(qemu72: QemuBinary) -> None:
+    bad, n = _mismatches(qemu72, _cases(qemu72))
+    assert n > 150
+    assert not bad, f"{len(bad)} of {n} cases differ:\n" + "\n".join(bad[:20])
+
+
+def test_qemu100_every_model_and_variant_predicted_exactly(qemu100: QemuBinary) -> None:
+    bad, n = _mismatches(qemu100, _cases(qemu100))
+    assert n > 150
+    assert not bad, f"{len(bad)} of {n} cases differ:\n" + "\n".join(bad[:20])
+
+
+def test_microvm_hides_clflushopt_that_q35_shows(qemu72: QemuBinary) -> None:
+    """design.md §6: TCG, -cpu Skylake-Server: 7.0.EBX 011803A9 on microvm, 019803A9 on q35 (measured)."""
+    facts = gather_facts(qemu72)
+    micro = predict_guest(facts, "Skylake-Server", "tcg", "microvm")
+    q35 = predict_guest(facts, "Skylake-Server", "tcg", "q35")
+    assert (micro.resolved_model, q35.resolved_model) == ("Skylake-Server-v5", "Skylake-Server-v1")
+    assert micro.table.value(7, 0, "ebx") == 0x011803A9
+    assert q35.table.value(7, 0, "ebx") == 0x019803A9
+    for machine, want in (("microvm", 0x011803A9), ("q35", 0x019803A9)):
+        fw, _, _ = configured(qemu72.path, "Skylake-Server", machine)
+        assert fw.value(7, 0, "ebx") == want
+
+
+def test_level_prediction_matches_full_expansion(qemu72: QemuBinary) -> None:
+    """min-level/xlevel from the model definition raised by the words (full expansion's level/xlevel)."""
+    facts = gather_facts(qemu72, expansions=("static", "full"))
+    checked = 0
+    for name in model_names(facts):
+        if name in ("host", "base") or "-v" in name or name not in facts.full:
+            continue
+        p = predict_guest(facts, name, "tcg", "none")
+        full = facts.full[name].props
+        assert (p.levels["level"], p.levels["xlevel"]) == (full["level"], full["xlevel"]), name
+        checked += 1
+    assert checked > 30
+
+
+def test_unknown_model_and_feature_are_clear_errors(qemu72: QemuBinary) -> None:
+    facts = gather_facts(qemu72)
+    with pytest.raises(UnknownCpuModel, match="unknown CPU model 'Skylake-Servr'"):
+        predict_guest(facts, "Skylake-Servr", "tcg", "microvm")
+    with pytest.raises(QemuModelError, match="no CPU feature 'avx9'"):
+        predict_guest(facts, "qemu64,+avx9", "tcg", "microvm")
+    with pytest.raises(QemuRefused):
+        configured(qemu72.path, "qemu64,+avx9", "microvm")
