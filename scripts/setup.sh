@@ -8,7 +8,7 @@ APT_PACKAGES=(
     qemu-system-x86      # QEMU 7.2 (bookworm); other versions are fetched into the cache by `rig images build qemu`
     cpio busybox-static  # initramfs guests and emulated hosts
     cpuid                # independent CPUID dumps (tests cross-check the rig's own capture)
-    xz-utils zstd        # Debian kernel modules / linux-source are compressed
+    xz-utils zstd lz4    # Debian kernel modules / linux-source / kernel images (6.1: lz4) are compressed
     debootstrap e2fsprogs openssh-client  # the SSH guest image
     gcc make binutils libc6-dev  # the guest probe is built from source
     python3-venv

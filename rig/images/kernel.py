@@ -1,0 +1,429 @@
+"""Debian cloud kernels, fetched and unpacked into the rig's cache.
+
+``fetch_kernel("6.1" | "6.12" | "7.3" | "7.x" | "newest" | a full release)``
+resolves the request against the package names of the rig's private apt
+lists (:class:`rig.images.debian.DebianArchive`), downloads the packages of
+the chosen release (layouts and flavour in ``data/kernels.toml``), unpacks
+them with ``dpkg-deb -x`` into a content-addressed cache entry keyed by the
+package versions, and returns a :class:`DebianKernel`.  A second call finds
+the entry and does nothing; with no network, a cached kernel that matches the
+request is used.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import re
+import subprocess
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ..errors import RigError
+from . import cache
+from .debian import DebianArchive, DebianError
+
+KIND = "kernel"
+
+
+class KernelError(RigError):
+    pass
+
+
+@dataclass(frozen=True)
+class KernelRecipe:
+    flavour: str
+    layouts: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]
+    aliases: dict[str, str]
+
+
+def load_recipe(path: Path | None = None) -> KernelRecipe:
+    """Read ``data/kernels.toml`` (or ``path``)."""
+    try:
+        text = path.read_text() if path else resources.files("rig.images").joinpath("data/kernels.toml").read_text()
+        data = tomllib.loads(text)
+        layouts = tuple(
+            (str(lay["name"]), tuple(tuple(str(a) for a in alts) for alts in lay["packages"])) for lay in data["layouts"]
+        )
+        return KernelRecipe(str(data["flavour"]), layouts, {str(k): str(v) for k, v in data.get("aliases", {}).items()})
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
+        raise KernelError(f"{path or 'rig/images/data/kernels.toml'}: bad kernel recipe: {e}") from e
+
+
+@dataclass(frozen=True, order=True)
+class ReleaseKey:
+    """Sort key of a release: (major, minor, patch, abi, debian revision tag)."""
+
+    major: int
+    minor: int
+    patch: int
+    abi: int
+    deb: int
+
+
+def release_key(release: str) -> ReleaseKey | None:
+    """``6.1.0-50-cloud-amd64`` → (6,1,0,50,0); ``7.3.4+deb13-cloud-amd64`` → (7,3,4,0,13)."""
+    m = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?(?:-(\d+))?(?:\+deb(\d+))?", release)
+    if not m:
+        return None
+    return ReleaseKey(*(int(g) if g else 0 for g in m.groups()))
+
+
+def release_series(release: str) -> str:
+    k = release_key(release)
+    return f"{k.major}.{k.minor}" if k else release
+
+
+@dataclass(frozen=True)
+class DebianKernel:
+    """An unpacked Debian kernel.
+
+    ``modules_dir`` is ``.../lib/modules/RELEASE``; use :meth:`module_path`
+    to get a loadable (decompressed) ``.ko`` for a module name.
+    """
+
+    release: str
+    package_version: str
+    vmlinuz: Path
+    modules_dir: Path
+    config: Path | None
+    packages: tuple[str, ...] = ()
+    root: Path | None = None
+
+    @property
+    def series(self) -> str:
+        return release_series(self.release)
+
+    def _find(self, name: str) -> Path:
+        base = name.removesuffix(".ko")
+        variants = {base, base.replace("-", "_"), base.replace("_", "-")}
+        hits: list[Path] = []
+        for v in sorted(variants):
+            for ext in (".ko", ".ko.xz", ".ko.zst", ".ko.gz"):
+                hits.extend(self.modules_dir.rglob(v + ext))
+        if not hits:
+            raise KernelError(
+                f"module {name!r} not found under {self.modules_dir}",
+                hint="check the name (e.g. kvm, kvm-amd, irqbypass) and that this kernel builds it as a module",
+            )
+        return sorted(hits, key=lambda p: (len(p.parts), str(p)))[0]
+
+    def module_path(self, name: str) -> Path:
+        """A plain ``.ko`` for module ``name`` (``kvm-amd`` or ``kvm_amd``); compressed ones are
+        decompressed once into the cache entry."""
+        src = self._find(name)
+        if src.suffix == ".ko":
+            return src
+        out_dir = (self.root or self.modules_dir) / "decompressed"
+        out = out_dir / (src.name.rsplit(".ko", 1)[0] + ".ko")
+        if out.exists():
+            return out
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if src.suffix == ".xz":
+            data = lzma.decompress(src.read_bytes())
+        elif src.suffix == ".gz":
+            import gzip
+
+            data = gzip.decompress(src.read_bytes())
+        else:
+            proc = subprocess.run(["zstd", "-dc", str(src)], capture_output=True)
+            if proc.returncode != 0:
+                raise KernelError(f"{src}: zstd -dc failed", hint="install zstd")
+            data = proc.stdout
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".ko.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, out)
+        return out
+
+    def vmlinux(self) -> Path:
+        """The uncompressed kernel ELF inside ``vmlinuz`` (see :func:`extract_vmlinux`)."""
+        return extract_vmlinux(self)
+
+    def module_depends(self, name: str) -> list[str]:
+        """Direct dependencies of a module, from its ``.modinfo`` ``depends=`` field."""
+        data = self.module_path(name).read_bytes()
+        m = re.search(rb"(?:^|\0)depends=([^\0]*)\0", data)
+        if not m or not m.group(1):
+            return []
+        return [d.decode() for d in m.group(1).split(b",") if d]
+
+    def module_load_order(self, name: str) -> list[Path]:
+        """Decompressed ``.ko`` paths for ``name`` and its dependencies, dependencies first."""
+        order: list[str] = []
+
+        def visit(n: str, stack: tuple[str, ...]) -> None:
+            key = n.replace("-", "_")
+            if key in order:
+                return
+            if key in stack:
+                raise KernelError(f"module dependency cycle through {n} in {self.modules_dir}")
+            for dep in self.module_depends(n):
+                visit(dep, (*stack, key))
+            order.append(key)
+
+        visit(name, ())
+        return [self.module_path(n) for n in order]
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """A resolved request: the release and the exact packages to fetch."""
+
+    release: str
+    layout: str
+    packages: tuple[tuple[str, str, str], ...]  # (name, version, suite)
+    key: str = field(default="")
+
+
+def _releases(names: list[str], flavour: str) -> list[str]:
+    rx = re.compile(rf"^linux-(?:image|binary)-(?:unsigned-)?([0-9][^ ]*-{re.escape(flavour)})(?:-unsigned)?$")
+    found = {m.group(1) for n in names if (m := rx.match(n))}
+    return sorted((r for r in found if release_key(r)), key=lambda r: release_key(r), reverse=True)  # type: ignore[arg-type, return-value]
+
+
+def _layout_for(release: str, names: set[str], recipe: KernelRecipe) -> tuple[str, tuple[str, ...]] | None:
+    for lname, entries in recipe.layouts:
+        chosen = []
+        for alts in entries:
+            hit = next((a.format(release=release) for a in alts if a.format(release=release) in names), None)
+            if hit is None:
+                break
+            chosen.append(hit)
+        else:
+            return lname, tuple(chosen)
+    return None
+
+
+def matches(release: str, request: str, recipe: KernelRecipe) -> bool:
+    """Does ``release`` satisfy a version request (series, prefix, full release, or newest)?"""
+    req = recipe.aliases.get(request, request)
+    if req == "newest":
+        return True
+    if release == req:
+        return True
+    key = release_key(release)
+    if key is None:
+        return False
+    parts = req.split(".")
+    if not all(p.isdigit() for p in parts):
+        return False
+    nums = [key.major, key.minor, key.patch]
+    return [int(p) for p in parts] == nums[: len(parts)]
+
+
+def _names(archive: DebianArchive, recipe: KernelRecipe) -> list[str]:
+    flav = re.escape(recipe.flavour)
+    return archive.search(rf"^linux-(image|binary|modules)-.*{flav}(-unsigned)?$")
+
+
+def available_kernels(archive: DebianArchive | None = None) -> list[str]:
+    """Releases that can be fetched from the configured suites, newest first."""
+    recipe = load_recipe()
+    archive = archive or DebianArchive.default()
+    names = _names(archive, recipe)
+    name_set = set(names)
+    return [r for r in _releases(names, recipe.flavour) if _layout_for(r, name_set, recipe)]
+
+
+def resolve(version: str = "newest", archive: DebianArchive | None = None) -> KernelChoice:
+    """Pick the release for ``version`` and the package versions to fetch (needs the apt lists)."""
+    recipe = load_recipe()
+    archive = archive or DebianArchive.default()
+    names = _names(archive, recipe)
+    name_set = set(names)
+    tried: list[str] = []
+    for release in _releases(names, recipe.flavour):
+        if not matches(release, version, recipe):
+            continue
+        lay = _layout_for(release, name_set, recipe)
+        if lay is None:
+            tried.append(release)
+            continue
+        pkgs = []
+        for name in lay[1]:
+            vs = archive.versions(name)
+            if not vs:
+                break
+            pkgs.append((name, vs[0].version, vs[0].suite))
+        else:
+            key = cache.digest(["kernel", recipe.flavour, *(f"{n}={v}" for n, v, _ in pkgs)])
+            return KernelChoice(release, lay[0], tuple(pkgs), key)
+        tried.append(release)
+    detail = f" (incomplete in the archive: {', '.join(tried[:4])})" if tried else ""
+    raise KernelError(
+        f"no Debian {recipe.flavour} kernel matches {version!r}{detail}",
+        hint="see `rig images kernels` for what the configured suites offer",
+    )
+
+
+def _meta_path(entry: Path) -> Path:
+    return entry / "kernel.json"
+
+
+def _load(entry: Path) -> DebianKernel:
+    try:
+        meta = json.loads(_meta_path(entry).read_text())
+    except (OSError, ValueError) as e:
+        raise KernelError(f"{entry}: unreadable kernel cache entry ({e})", hint="delete the directory and fetch again") from e
+    root = entry / "root"
+    return DebianKernel(
+        release=meta["release"],
+        package_version=meta["package_version"],
+        vmlinuz=root / meta["vmlinuz"],
+        modules_dir=root / meta["modules_dir"],
+        config=(root / meta["config"]) if meta.get("config") else None,
+        packages=tuple(meta.get("packages", ())),
+        root=entry,
+    )
+
+
+def cached_kernels() -> list[DebianKernel]:
+    """Complete kernel entries in the cache, newest release first."""
+    base = cache.cache_root() / KIND
+    out = []
+    for entry in sorted(base.glob("*")) if base.is_dir() else []:
+        if cache.is_complete(entry) and _meta_path(entry).exists():
+            try:
+                out.append(_load(entry))
+            except KernelError:
+                continue
+    return sorted(out, key=lambda k: release_key(k.release) or ReleaseKey(0, 0, 0, 0, 0), reverse=True)
+
+
+def _locate(root: Path, release: str) -> tuple[Path, Path, Path | None]:
+    mods = [root / p / release for p in ("usr/lib/modules", "lib/modules") if (root / p / release).is_dir()]
+    if not mods:
+        raise KernelError(f"{root}: no lib/modules/{release} in the unpacked packages")
+    # prefer the directory holding kernel/ (modules); vmlinuz may sit in another one
+    modules_dir = next((m for m in mods if (m / "kernel").is_dir()), mods[0])
+    vm = [root / "boot" / f"vmlinuz-{release}", *(m / n for m in mods for n in ("vmlinuz", "vmlinuz.unsigned"))]
+    vmlinuz = next((v for v in vm if v.is_file()), None)
+    if vmlinuz is None:
+        raise KernelError(f"{root}: no vmlinuz for {release} (looked in boot/ and lib/modules/{release}/)")
+    cfg = [root / "boot" / f"config-{release}", *(m / "config" for m in mods)]
+    config = next((c for c in cfg if c.is_file()), None)
+    return vmlinuz, modules_dir, config
+
+
+def fetch_kernel(version: str = "newest", archive: DebianArchive | None = None) -> DebianKernel:
+    """Fetch (or find in the cache) the Debian kernel matching ``version``."""
+    recipe = load_recipe()
+    try:
+        choice = resolve(version, archive)
+    except DebianError as e:
+        # offline: fall back to a cached kernel that matches
+        for k in cached_kernels():
+            if matches(k.release, version, recipe):
+                return k
+        raise KernelError(f"cannot resolve kernel {version!r}: {e}", hint="network to the Debian archive is needed once") from e
+    entry = cache.entry_dir(KIND, choice.key)
+    if cache.is_complete(entry):
+        return _load(entry)
+    archive = archive or DebianArchive.default()
+    with cache.building(KIND, choice.key) as tmp:
+        debs = tmp / "debs"
+        root = tmp / "root"
+        for name, ver, _suite in choice.packages:
+            deb = archive.download(name, dest=debs, version=ver)
+            archive.extract(deb, root)
+        for deb in debs.glob("*.deb"):
+            deb.unlink()
+        debs.rmdir()
+        vmlinuz, modules_dir, config = _locate(root, choice.release)
+        meta = {
+            "release": choice.release,
+            "package_version": choice.packages[0][1],
+            "layout": choice.layout,
+            "packages": [f"{n}={v}" for n, v, _ in choice.packages],
+            "suites": sorted({s for _, _, s in choice.packages}),
+            "vmlinuz": str(vmlinuz.relative_to(root)),
+            "modules_dir": str(modules_dir.relative_to(root)),
+            "config": str(config.relative_to(root)) if config else None,
+        }
+        _meta_path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
+    return _load(entry)
+
+
+# ---------------------------------------------------------------- vmlinux
+
+#: compressed-payload magics of a bzImage (Documentation/arch/x86/boot.rst, payload_offset)
+_PAYLOAD_FORMATS: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\x02\x21\x4c\x18", "lz4"),
+    (b"\x7fELF", "none"),
+)
+
+
+def bzimage_payload(data: bytes, where: str = "bzImage") -> tuple[str, bytes]:
+    """(format, compressed bytes) of a bzImage's protected-mode payload.
+
+    Boot protocol 2.08+: ``setup_sects`` at 0x1F1 (0 means 4), ``payload_offset``
+    and ``payload_length`` at 0x248/0x24C, relative to the protected-mode code at
+    ``(setup_sects + 1) * 512``.
+    """
+    if len(data) < 0x250 or data[0x202:0x206] != b"HdrS":
+        raise KernelError(f"{where}: not a bzImage (no HdrS boot header)")
+    version = int.from_bytes(data[0x206:0x208], "little")
+    if version < 0x208:
+        raise KernelError(f"{where}: boot protocol {version >> 8}.{version & 0xFF} has no payload fields")
+    setup_sects = data[0x1F1] or 4
+    off = int.from_bytes(data[0x248:0x24C], "little")
+    length = int.from_bytes(data[0x24C:0x250], "little")
+    start = (setup_sects + 1) * 512 + off
+    payload = data[start : start + length]
+    if len(payload) != length or not length:
+        raise KernelError(f"{where}: payload {start:#x}+{length:#x} lies outside the file")
+    for magic, fmt in _PAYLOAD_FORMATS:
+        if payload.startswith(magic):
+            return fmt, payload
+    raise KernelError(f"{where}: unknown payload compression (magic {payload[:6].hex()})")
+
+
+def _decompress(fmt: str, payload: bytes, where: str) -> bytes:
+    if fmt == "none":
+        return payload
+    if fmt == "gzip":
+        import zlib
+
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(payload)
+    if fmt == "xz":
+        return lzma.LZMADecompressor().decompress(payload)
+    tool = {"zstd": ["zstd", "-dcq"], "lz4": ["lz4", "-dcq"]}[fmt]
+    try:
+        proc = subprocess.run(tool, input=payload, capture_output=True)
+    except FileNotFoundError:
+        raise KernelError(f"{where}: {tool[0]} is needed to unpack the kernel", hint=f"apt-get install {tool[0]}") from None
+    # a bzImage payload may carry trailing bytes (the size word); the tools then warn but the ELF is whole
+    if not proc.stdout.startswith(b"\x7fELF"):
+        raise KernelError(f"{where}: {tool[0]} -d failed: {proc.stderr.decode(errors='replace').strip()[:200]}")
+    return proc.stdout
+
+
+def extract_vmlinux(kernel: DebianKernel) -> Path:
+    """Uncompress ``kernel.vmlinuz`` into an ELF (``vmlinux`` next to its cache entry), once.
+
+    The ELF carries the kernel's PVH entry note (Debian: CONFIG_PVH=y), so QEMU
+    boots it with ``-kernel`` on ``microvm`` directly, without the in-guest
+    decompression (about a second under TCG).
+    """
+    out = (kernel.root or kernel.vmlinuz.parent) / "vmlinux"
+    if out.exists():
+        return out
+    where = str(kernel.vmlinuz)
+    fmt, payload = bzimage_payload(kernel.vmlinuz.read_bytes(), where)
+    elf = _decompress(fmt, payload, where)
+    if not elf.startswith(b"\x7fELF"):
+        raise KernelError(f"{where}: the unpacked payload is not an ELF")
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".vmlinux.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(elf)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out)
+    return out
