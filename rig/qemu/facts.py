@@ -114,6 +114,8 @@ class VersionData:
     machine_v1: tuple[str, ...]
     legacy_up_to: tuple[int, int]
     xsave_drop_unsupported: bool = False
+    split_irqchip: tuple[str, ...] = ()
+    kvm_vendor_from_host: bool = False
     _props: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -160,6 +162,14 @@ class VersionData:
 
     def word_at(self, leaf: int, subleaf: int, reg: str) -> WordDef | None:
         return self.words_by_key().get((leaf, subleaf, reg))
+
+    def default_irqchip(self, machine: str) -> str:
+        """``split`` or ``on``: the machine's default kernel-irqchip under KVM (``kernel-irqchip=`` wins)."""
+        m = re.search(r"(?:^|,)kernel[-_]irqchip=(on|off|split)\b", machine)
+        if m:
+            return m.group(1)
+        name = machine.split(",")[0]
+        return "split" if any(fnmatch.fnmatchcase(name, p) for p in self.split_irqchip) else "on"
 
     def machine_version(self, machine: str) -> str:
         """``latest``, ``v1`` or ``legacy``: what an unversioned model name resolves to on ``machine``."""
@@ -240,6 +250,7 @@ def _load(series: tuple[int, int], requested: tuple[int, int]) -> VersionData:
         level_auto=tuple(beh.get("level_auto", ())), level_rules=rules, unavailable=tuple(beh.get("unavailable", ())),
         kvm_fixups=fixups, machine_latest=tuple(mach.get("latest", ())), machine_v1=tuple(mach.get("v1", ())),
         legacy_up_to=lu, xsave_drop_unsupported=bool(beh.get("xsave_drop_unsupported", False)),
+        split_irqchip=tuple(mach.get("split_irqchip", ())), kvm_vendor_from_host=bool(mach.get("kvm_vendor_from_host")),
     )
     for n in (*vd.always_on, *vd.tcg_default_props, *vd.kvm_default_props, *vd.unavailable):
         if vd.feature(n) is None:

@@ -95,8 +95,12 @@ class QemuPrediction:
     vendor: str | None
     notes: list[str] = field(default_factory=list)
     requested: CpuidTable = field(default_factory=CpuidTable)  # before filtering
+    series: str = ""                  # the QEMU series whose facts were used
 
     def filtered_names(self, data: VersionData | None = None) -> list[str]:
+        """QEMU property names of the filtered features (``leaf.sub.reg[bit]`` for unnamed bits)."""
+        if data is None and self.series:
+            data = version_data(self.series)
         names = []
         for (leaf, sub), regs in self.filtered.items():
             for reg in ("eax", "ebx", "ecx", "edx"):
@@ -282,13 +286,13 @@ def predict_guest(
     supported: CpuidTable | None = None,
     *,
     host_raw: CpuidTable | None = None,
-    irqchip: str = "on",
+    irqchip: str | None = None,
 ) -> QemuPrediction:
     """Predict QEMU's configured feature words (and filtered features) for one case.
 
     ``accel``: ``"tcg"`` or ``"kvm"`` (``supported`` is then required);
-    ``machine``: the ``-M`` value; ``irqchip``: ``on`` (in-kernel, the default
-    of pc/q35/microvm under KVM), ``split`` or ``off``.  Raises
+    ``machine``: the ``-M`` value; ``irqchip``: ``on``, ``split`` or ``off``
+    (default: the machine's, split on microvm, in-kernel on pc/q35).  Raises
     :class:`UnknownCpuModel` for a model the binary does not know and
     :class:`QemuModelError` for flags it does not know.
     """
@@ -303,6 +307,8 @@ def predict_guest(
     if data.approximate:
         notes.append(f"QEMU {data.requested} modelled with the facts of QEMU {data.series}")
     mver = data.machine_version(machine)
+    if irqchip is None:
+        irqchip = data.default_irqchip(machine)
     if mver == "legacy":
         notes.append(f"machine {machine}: CPU_VERSION_LEGACY (v1 features); its compat properties are not modelled")
     resolved = resolve_model(qemu_facts, line.model, mver)
@@ -314,6 +320,13 @@ def predict_guest(
     feats = _words_from_props(data, props)
     is_max = line.model in MAX_MODELS
     vendor = props.get("vendor") if isinstance(props.get("vendor"), str) else None
+    if accel == "kvm" and data.kvm_vendor_from_host and line.model not in MAX_MODELS:
+        host_vendor = (host_raw.vendor if host_raw is not None else None) or (
+            supported.vendor if supported is not None else None)
+        if host_vendor:
+            vendor = host_vendor
+        else:
+            notes.append("host vendor unknown (no host CPUID, no leaf 0 in the supported table): kept the model's")
     base_def = data.models.get(_base_name(resolved))
     levels = {"min-level": 0, "min-xlevel": 0, "min-xlevel2": 0, "min-level-func7": 0}
     if base_def is not None:
@@ -440,7 +453,8 @@ def predict_guest(
     if vendor == "AuthenticAMD" and "FEAT_8000_0001_EDX" in feats:
         feats["FEAT_8000_0001_EDX"] = (feats["FEAT_8000_0001_EDX"] & ~data.amd_aliases) | (
             feats["FEAT_1_EDX"] & data.amd_aliases)
-    return QemuPrediction(_table(data, feats), _table(data, filtered), out_levels, resolved, vendor, notes, requested)
+    return QemuPrediction(_table(data, feats), _table(data, filtered), out_levels, resolved, vendor, notes, requested,
+                          data.series)
 
 
 def bool_value_str(value: str) -> bool:
@@ -459,3 +473,10 @@ def feature_names(data: VersionData, word: WordDef, value: int) -> list[str]:
 def model_names(facts: ModelFacts, *, include_aliases: bool = True) -> list[str]:
     return sorted(n for n, d in _definition_names(facts).items() if include_aliases or not _alias_of(d))
 
+
+
+def predict_case(case: Any, qemu_version: str | None = None, expansion: dict | None = None) -> CpuidTable:
+    """Predicted configured feature words for a matrix case (see :mod:`rig.qemu.casepredict`)."""
+    from .casepredict import predict_case as _predict_case
+
+    return _predict_case(case, qemu_version, expansion)

@@ -127,3 +127,34 @@ def test_unknown_model_and_feature_are_clear_errors(qemu72: QemuBinary) -> None:
         predict_guest(facts, "qemu64,+avx9", "tcg", "microvm")
     with pytest.raises(QemuRefused):
         configured(qemu72.path, "qemu64,+avx9", "microvm")
+
+
+def test_kvm_predictions_from_measured_supported_table(qemu72: QemuBinary) -> None:
+    """Native KVM: the model on this machine's measured KVM_GET_SUPPORTED_CPUID (+ QEMU's fix-ups,
+    KVM default properties, host vendor, microvm's split irqchip) == QMP feature-words under -accel kvm."""
+    from rig.host.kvm import KvmError, read_kvm_cpuid
+    from rig.matrix.model import Case
+    from rig.qemu.casepredict import predict_case_full
+
+    try:
+        read_kvm_cpuid()
+    except KvmError as e:
+        pytest.skip(f"no usable /dev/kvm here: {e}")
+    lines = ("EPYC-Rome", "Skylake-Server", "kvm64", "qemu64", "Opteron_G5,+svm", "EPYC-Milan,-xsave",
+             "EPYC-Rome,+x2apic,-kvmclock", "qemu64,kvm=off", "Skylake-Server,vendor=GenuineIntel", "Cascadelake-Server")
+    compared, bad = 0, []
+    for line in lines:
+        model, *flags = line.split(",")
+        for machine in ("microvm", "q35"):
+            case = Case(host="native", qemu="system", accel="kvm", machine=machine, model=model, flags=tuple(flags))
+            try:
+                fw, ff, _ = configured(qemu72.path, line, machine, accel="kvm")
+            except QemuRefused:
+                continue  # e.g. this PVM host's MSR 0x10a abort: a case outcome, not a prediction
+            p = predict_case_full(case)
+            compared += 1
+            d, df = p.table.diff(fw), p.filtered.diff(ff)
+            if d or df:
+                bad.append(f"{line} {machine}: {[str(x.location) for x in d]} filtered {[str(x.location) for x in df]}")
+    assert compared >= 10
+    assert not bad, "\n".join(bad)
