@@ -65,6 +65,18 @@ def param_true(value: str) -> bool:
         return False
 
 
+def out_of_range_read(raw: CpuidTable, leaf: int, subleaf: int, reg: str, mode: str) -> int:
+    """What CPUID returns for a leaf above its range's maximum.
+
+    ``intel``: the highest basic leaf's data (Intel SDM, CPUID "invalid input"; also what QEMU TCG does for
+    every vendor: target/i386/cpu.c cpu_x86_cpuid() replaces the index by cpuid_level, keeping the subleaf);
+    ``zero``: AMD hardware returns zeros.
+    """
+    if mode == "intel":
+        return raw.value(raw.max_basic, subleaf, reg)
+    return 0
+
+
 def vendor_of(raw: CpuidTable, vendor_module: str | None) -> str | None:
     if vendor_module == "kvm_amd":
         return "svm"
@@ -80,8 +92,9 @@ def vendor_of(raw: CpuidTable, vendor_module: str | None) -> str | None:
 
 class Evaluator:
     def __init__(self, policy: Policy, raw: CpuidTable, kcaps: KernelCaps, params: Mapping[str, str],
-                 vendor: str | None):
+                 vendor: str | None, out_of_range: str = "zero"):
         self.p = policy
+        self.out_of_range = out_of_range
         self.raw = raw
         self.k = kcaps
         self.params = dict(params)
@@ -116,13 +129,24 @@ class Evaluator:
                 out[w.name] = out.get(w.name, 0) | (self.raw_word(w.name) & ~named.get(w.name, 0))
         return out
 
-    def raw_word(self, word: str) -> int:
+    def raw_word(self, word: str, *, checked: bool | None = None) -> int:
+        """Raw CPUID of a word as KVM reads it.
+
+        6.14+ ``raw_cpuid_get()`` returns 0 beyond the range's max leaf; the
+        older ``__kvm_cpu_cap_mask()`` executes CPUID unchecked, so an
+        out-of-range leaf yields what the CPU returns there (see
+        :func:`out_of_range_read`).
+        """
         w = self.p.words[word]
         if w.leaf is None or w.reg is None:
             return 0
         base = w.leaf & 0xFFFF0000
         if w.leaf > self.raw.value(base, 0, "eax"):
-            return 0
+            if checked is None:
+                checked = self.p.era == "cap_init"
+            if checked:
+                return 0
+            return out_of_range_read(self.raw, w.leaf, w.subleaf, w.reg, self.out_of_range)
         return self.raw.value(w.leaf, w.subleaf, w.reg)
 
     def raw_has(self, feature: str) -> bool:
@@ -368,6 +392,9 @@ class Evaluator:
             if why:
                 parts.append(why)
             parts.append(f"raw bit {raw >> bit & 1}")
+            if w.leaf is not None and w.leaf > self.raw.value(w.leaf & 0xFFFF0000, 0, "eax") and s.op != "init":
+                parts.append(f"(0x{w.leaf:x} is above the host's max leaf; __kvm_cpu_cap_mask() runs CPUID unchecked: "
+                             f"{'the highest basic leaf answers' if self.out_of_range == 'intel' else 'zeros'})")
             if s.op == "init" and w.kernel or s.op == "mask":
                 parts.append(f"kernel bit {kern >> bit & 1}")
             parts.append(f"word: {' '.join(steps)} -> bit {caps >> bit & 1}")
@@ -375,8 +402,8 @@ class Evaluator:
 
 
 def evaluate_caps(policy: Policy, raw: CpuidTable, kcaps: KernelCaps, params: Mapping[str, str],
-                  vendor: str | None) -> CapsResult:
-    ev = Evaluator(policy, raw, kcaps, params, vendor)
+                  vendor: str | None, out_of_range: str = "zero") -> CapsResult:
+    ev = Evaluator(policy, raw, kcaps, params, vendor, out_of_range)
     ev.run()
     # make sure commonly used variables are explained even if no rule touched them
     for name in policy.variables:

@@ -86,7 +86,7 @@ def leaf_parameters(root: Path, cpuid_c: str, words: dict[str, Word]) -> tuple[d
     body = fn.body
     cases = _cases(body)
     L: dict[str, Any] = {"src": f"arch/x86/kvm/cpuid.c:{fn.line}"}
-    L["cases"] = sorted(k for k in cases if k.startswith("0x") or k.isdigit())
+    L["cases"] = sorted((f"0x{int(k, 0):x}" for k in cases if k.startswith("0x") or k.isdigit()), key=lambda k: int(k, 16))
     L["max_basic"] = _int(_need(r"min\(entry->eax,\s*(0x[0-9a-fA-F]+)U?\)", cases["0"], "leaf 0 max").group(1))
     L["leaf7_max_subleaf"] = _int(_need(r"max_idx\s*=\s*entry->eax\s*=\s*min\(entry->eax,\s*(\d+)u?\)", cases["7"],
                                         "leaf 7 max subleaf").group(1))
@@ -129,6 +129,33 @@ def leaf_parameters(root: Path, cpuid_c: str, words: dict[str, Word]) -> tuple[d
     filt = strip_comments(x86_h + x86_c)
     m = re.search(r"kvm_get_filtered_xcr0\(void\)\s*\{(.*?)\n\}", filt, re.S)
     L["xtile_filter"] = "cfg_and_data" if m and "XTILE_CFG" in m.group(1) else "data_only"
+    # the host kernel's XCR0: CPUID 0xD.0 & XFEATURE_MASK_USER_SUPPORTED, minus features whose CPUID flag is absent
+    xh = strip_comments((root / "arch/x86/include/asm/fpu/xstate.h").read_text(errors="replace"))
+    us = _define(xh, "XFEATURE_MASK_USER_SUPPORTED")
+    if us is None:
+        raise LeafImportError("fpu/xstate.h: no XFEATURE_MASK_USER_SUPPORTED")
+    L["kernel_xfeatures"] = f"0x{_mask(us):x}"
+    xc = strip_comments((root / "arch/x86/kernel/fpu/xstate.c").read_text(errors="replace"))
+    m = re.search(r"xsave_cpuid_features\[\]\s*(?:__\w+\s*)*=\s*\{(.*?)\};", xc, re.S)
+    if not m:
+        raise LeafImportError("fpu/xstate.c: no xsave_cpuid_features[]")
+    needs = {}
+    for xf, feat in re.findall(r"\[XFEATURE_(\w+)\]\s*=\s*X86_FEATURE_(\w+)", m.group(1)):
+        key = {"PT_UNIMPLEMENTED_SO_FAR": "PT"}.get(xf, xf)
+        if key not in XFEATURE_BITS:
+            raise LeafImportError(f"fpu/xstate.c: unknown XFEATURE_{xf}")
+        needs[str(XFEATURE_BITS[key])] = feat
+    L["xfeature_needs"] = needs
+    # vendor hardware setup trimming supported XCR0 (MPX)
+    from . import cond as _cond
+    clears = {}
+    for vendor, rel in (("svm", "arch/x86/kvm/svm/svm.c"), ("vmx", "arch/x86/kvm/vmx/vmx.c")):
+        vt = preprocess(strip_comments((root / rel).read_text(errors="replace")))
+        for m in re.finditer(r"(?:if\s*\(([^;{}]*?)\)\s*)?kvm_caps\.supported_xcr0\s*&=\s*~\(([^;]*?)\);", vt, re.S):
+            line = vt.count("\n", 0, m.start()) + 1
+            clears[vendor] = {"mask": f"0x{_mask(m.group(2)):x}", "if": str(_cond.parse_c(m.group(1))) if m.group(1) else None,
+                              "src": f"{rel}:{line}"}
+    L["xcr0_vendor_clear"] = clears
     # PV features (0x40000001.EAX)
     kf = cases.get("KVM_CPUID_FEATURES", "")
     para = (root / "arch/x86/include/uapi/asm/kvm_para.h").read_text(errors="replace")

@@ -76,6 +76,8 @@ def facts(raw: CpuidTable) -> dict[str, bool]:
         "vendor_intel": vendor == "GenuineIntel",
         "vendor_hygon": vendor == "HygonGenuine",
         "hypervisor": bool(raw.value(1, 0, "ecx") >> 31 & 1),
+        "family_15h": fam == 0x15,
+        "family_16h": fam == 0x16,
         "family_17h": fam == 0x17,
         "family_18h": fam == 0x18,
         "family_19h": fam == 0x19,

@@ -63,14 +63,20 @@ def xstate_size(raw: CpuidTable, mask: int, compacted: bool) -> int:
 
 class LeafBuilder:
     def __init__(self, policy: Policy, raw: CpuidTable, caps: CapsResult, kcaps: KernelCaps,
-                 var: Callable[[str], bool]):
+                 var: Callable[[str], bool], cond: Callable[[str | None], bool] | None = None):
         self.p = policy
         self.L: dict[str, Any] = policy.leaves
         self.raw = raw
         self.caps = caps
         self.k = kcaps
         self.var = var
+        self.cond = cond or (lambda text: True)
         self.out = LeafResult(CpuidTable())
+        self.cases = set(self.L.get("cases", []))
+
+    def has_case(self, leaf: int) -> bool:
+        """Does __do_cpuid_func have a ``case`` for this leaf (else its default zeroes the entry)?"""
+        return not self.cases or f"0x{leaf:x}" in self.cases
 
     # helpers ---------------------------------------------------------------
     def host(self, leaf: int, subleaf: int = 0) -> list[int]:
@@ -158,7 +164,9 @@ class LeafBuilder:
     def basic(self, leaf: int, maxb: int | None) -> None:
         L = self.L
         v = self.host(leaf)
-        if leaf == 0:
+        if not self.has_case(leaf):
+            v = self.zero(leaf, 0, f"leaf 0x{leaf:x}: no case in __do_cpuid_func, the default zeroes it")
+        elif leaf == 0:
             assert maxb is not None
             v[0] = maxb
             self.note(0, 0, "a", f"max basic leaf limited to 0x{int(L.get('max_basic', 0x1F)):x}")
@@ -263,27 +271,53 @@ class LeafBuilder:
         self.note(0xA, 0, "abcd", "leaf 0xA from kvm_pmu_cap (approximation: host PMU clamped to KVM's limits)")
         return [ver | gp << 8 | width << 16 | masklen << 24, v[1], 0, fixed | fwidth << 5 | (1 << 15 if ver else 0)]
 
+    def host_xcr0(self) -> tuple[int, str]:
+        """The host kernel's XCR0: CPUID 0xD.0 & the kernel's user xfeatures, each needing its CPUID flag."""
+        d0 = self.host(0xD, 0)
+        x = d0[0] | d0[3] << 32
+        x &= int(str(self.L.get("kernel_xfeatures", "0x" + "f" * 16)), 0)
+        dropped = []
+        for bit, feat in self.L.get("xfeature_needs", {}).items():
+            b = int(bit)
+            if x >> b & 1 and not self.k.has(feat):
+                x &= ~(1 << b)
+                dropped.append(f"{b} (kernel lacks {feat})")
+        why = "fpu/xstate.c:fpu__init_system_xstate(): CPUID 0xD.0 & XFEATURE_MASK_USER_SUPPORTED"
+        if dropped:
+            why += "; dropped xfeature " + ", ".join(dropped)
+        return x, why
+
     def xsave(self, v: list[int]) -> None:
         L = self.L
-        host_xcr0 = v[0] | v[3] << 32
+        host_xcr0, why = self.host_xcr0()
         mask = int(str(L.get("xcr0_mask", "0x602ff")), 0)
-        permitted = host_xcr0 & mask
-        # the calling process has no permission for dynamic features (AMX TILEDATA)
+        supported = host_xcr0 & mask
+        clear = L.get("xcr0_vendor_clear", {}).get(self.caps.vendor or "", None)
+        extra = ""
+        if clear and self.cond(clear.get("if")):
+            supported &= ~int(clear["mask"], 0)
+            extra = f"; vendor setup clears 0x{int(clear['mask'], 0):x} ({clear['src']})"
+        permitted = supported
+        # the calling process has no permission for dynamic features (AMX TILEDATA): kvm_get_filtered_xcr0()
         permitted &= ~(1 << 18)
         if L.get("xtile_filter") == "cfg_and_data":
             permitted &= ~(1 << 17)
-        if not self.cap("AVX512F") and L.get("xcr0_avx512_needs_cap"):
-            permitted &= ~0xE0
         xss = 0
-        if L.get("xss") == "cet" and self.cap("XSAVES") and (self.cap("SHSTK") or self.cap("IBT")):
+        xss_mask = int(str(L.get("xss_mask", "0x0")), 0)
+        if xss_mask and self.k.has("XSAVES"):
             d1 = self.host(0xD, 1)
-            hx = d1[2] | d1[3] << 32
-            if hx & 0x1800 == 0x1800:
-                xss = 0x1800
+            xss = (d1[2] | d1[3] << 32) & xss_mask
+            if self.var("host_xss_cet_all") is False:
+                xss &= ~0x1800
+            if not self.cap("XSAVES"):
+                xss = 0
+            if not self.cap("SHSTK") and not self.cap("IBT"):
+                xss &= ~0x1800
         v0 = [v[0] & permitted & 0xFFFFFFFF, xstate_size(self.raw, permitted, False), 0, v[3] & (permitted >> 32)]
         v0[2] = v0[1]
-        self.note(0xD, 0, "abcd", f"leaf 0xD.0: XCR0 = host 0x{host_xcr0:x} & KVM_SUPPORTED_XCR0 0x{mask:x} minus "
-                  f"dynamic features without permission = 0x{permitted:x}; sizes from the host's 0xD subleaves")
+        self.note(0xD, 0, "abcd", f"leaf 0xD.0: XCR0 = host XCR0 0x{host_xcr0:x} ({why}) & KVM_SUPPORTED_XCR0 "
+                  f"0x{mask:x}{extra}, minus dynamic features without permission (kvm_get_filtered_xcr0) = "
+                  f"0x{permitted:x}; sizes from the host's 0xD subleaves")
         self.emit(0xD, 0, v0)
         if not permitted:
             return
@@ -315,7 +349,9 @@ class LeafBuilder:
         L = self.L
         cases = L.get("cases", [])
         v = self.host(leaf)
-        if leaf == 0x80000000:
+        if not self.has_case(leaf):
+            v = self.zero(leaf, 0, f"leaf 0x{leaf:x}: no case in __do_cpuid_func, the default zeroes it")
+        elif leaf == 0x80000000:
             assert maxx is not None
             v[0] = maxx
             self.note(leaf, 0, "a", f"max extended leaf limited to 0x{int(L.get('max_extended')):x}")
@@ -405,5 +441,5 @@ class LeafBuilder:
 
 
 def build_table(policy: Policy, raw: CpuidTable, caps: CapsResult, kcaps: KernelCaps,
-                var: Callable[[str], bool]) -> LeafResult:
-    return LeafBuilder(policy, raw, caps, kcaps, var).build()
+                var: Callable[[str], bool], cond: Callable[[str | None], bool] | None = None) -> LeafResult:
+    return LeafBuilder(policy, raw, caps, kcaps, var, cond).build()

@@ -78,6 +78,14 @@ class Prediction:
         return steps
 
 
+def out_of_range_mode(profile: HostProfile) -> str:
+    """How this host's CPUID answers leaves above the maximum: ``intel`` (Intel CPUs, QEMU TCG) or ``zero`` (AMD)."""
+    emu = profile.notes.get("emulated") if isinstance(profile.notes, dict) else None
+    if isinstance(emu, dict) and emu.get("outer_accel", "tcg") == "tcg":
+        return "intel"
+    return "intel" if profile.raw.vendor in ("GenuineIntel", "CentaurHauls", "  Shanghai  ") else "zero"
+
+
 def predict_supported(profile: HostProfile, policy: Policy, params: Mapping[str, str] | None = None) -> Prediction:
     """Predicted KVM_GET_SUPPORTED_CPUID for ``profile`` under ``policy``.
 
@@ -88,14 +96,15 @@ def predict_supported(profile: HostProfile, policy: Policy, params: Mapping[str,
     allp.update(params or {})
     kc = kernel_caps(profile, policy)
     vendor = vendor_of(profile.raw, profile.kvm.vendor_module)
-    caps = evaluate_caps(policy, profile.raw, kc, allp, vendor)
+    oor = out_of_range_mode(profile)
+    caps = evaluate_caps(policy, profile.raw, kc, allp, vendor, oor)
 
     from .evaluate import Evaluator
 
-    ev = Evaluator(policy, profile.raw, kc, allp, vendor)
+    ev = Evaluator(policy, profile.raw, kc, allp, vendor, oor)
     ev.caps = caps.caps
     ev.vars = dict(caps.variables)
-    lr = build_table(policy, profile.raw, caps, kc, ev.variable)
+    lr = build_table(policy, profile.raw, caps, kc, ev.variable, ev.cond)
     notes = list(caps.notes) + [n for n in ev.notes if n not in caps.notes]
     return Prediction(policy, lr.table, caps, kc, lr, profile.raw, allp, notes)
 
