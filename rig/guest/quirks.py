@@ -285,7 +285,8 @@ def detect_host_quirk(
                 compared += bin(d).count("1")
                 matching += bin(~(hv ^ w.observed) & d).count("1")
     words = sorted({w.where() for m in bad for w in per_mode[m]})
-    example = per_mode[bad[0]][0].describe()
+    first = per_mode[bad[0]]
+    example = next((w for w in first if (w.leaf, w.subleaf, w.reg) == (7, 0, "ebx")), first[0]).describe()
     every = "every mode" if len(bad) == len(tables) else f"mode(s) {', '.join(bad)}"
     msg = (
         f"host quirk: the guest's CPUID differs from what QEMU configured in {every} "

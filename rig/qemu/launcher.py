@@ -239,18 +239,18 @@ def cpu_model_name(cpu: str | None) -> str | None:
     return cpu.split(",", 1)[0].strip() or None
 
 
-def _prepare(command: Any, sock: Path, serial_path: Path, paused: bool) -> list[str]:
-    """argv with the rig's QMP socket, serial log and ``-S`` filled in."""
+def _prepare(command: Any, sock: Path | None, serial_path: Path, paused: bool) -> list[str]:
+    """argv with the rig's QMP socket (none when ``sock`` is None), serial log and ``-S`` filled in."""
     fields = {f.name for f in dataclasses.fields(command)} if dataclasses.is_dataclass(command) else set()
     changes: dict[str, Any] = {}
     if "qmp" in fields:
-        changes["qmp"] = str(sock)
+        changes["qmp"] = str(sock) if sock is not None else None
     if "serial" in fields:
         changes["serial"] = str(serial_path)
     if changes:
         command = dataclasses.replace(command, **changes)
     argv = list(command.argv())
-    if "qmp" not in fields:
+    if "qmp" not in fields and sock is not None:
         argv += ["-qmp", f"unix:{sock}"]
     if "serial" not in fields and "-serial" not in argv:
         argv += ["-serial", f"file:{serial_path}"]
@@ -400,7 +400,8 @@ async def launch(spec: LaunchSpec) -> Observation:
     os.chmod(rundir, 0o700)
     sock = rundir / "qmp.sock"
     paused = spec.qmp_queries and spec.start_paused
-    argv = _prepare(spec.command, sock, serial_path, paused or spec.query_only)
+    argv = _prepare(spec.command, sock if (spec.qmp_queries or spec.query_only) else None, serial_path,
+                    paused or spec.query_only)
     (workdir / "cmdline.txt").write_text(shlex.join(argv) + "\n")
     serial_path.unlink(missing_ok=True)
     run = _Run(spec)
