@@ -58,7 +58,7 @@ BOOT_TIMEOUT = 180.0
 COMMAND_TIMEOUT = 60.0
 #: Backoff between connection attempts while the guest boots.
 RETRY_FIRST = 0.25
-RETRY_MAX = 2.0
+RETRY_MAX = 1.0
 #: Where tools are uploaded in a guest that does not carry them.
 UPLOAD_DIR = "/tmp/rig-tools"
 PC_MACHINES = ("q35", "pc")
@@ -574,7 +574,7 @@ class SshSession:
         transport = self.client.get_transport()
         chan = transport.open_session(timeout=timeout)
         try:
-            chan.settimeout(0.5)
+            chan.settimeout(timeout)  # bounds exec and stdin; reads below only take what is ready
             chan.exec_command(command)
             if stdin is not None:
                 chan.sendall(stdin)

@@ -3,20 +3,27 @@
 Two cached stages, each content-addressed (``rig.images.cache``):
 
 1. ``ssh-rootfs/<key>/root``: ``debootstrap --variant=minbase`` of the recipe in
-   ``data/ssh_image.toml`` (sshd, the cloud kernel, systemd, networkd on DHCP),
-   with the distribution's generated host keys removed.  Slow (minutes); keyed
-   only by the recipe, so a new probe build does not redo it.
-2. ``ssh/<key>/``: the bootable image: a raw ext4 root disk made with
+   ``data/ssh_image.toml`` (sshd, the cloud kernel, ip(8); no systemd), an
+   initramfs with only the modules that find the root disk and no udev, the
+   distribution's generated host keys removed, docs and package lists dropped.
+   Slow (1.5-2 min); keyed only by suite, variant, packages and initramfs
+   modules, so a new probe build does not redo it.  The downloaded .debs are
+   kept in ``ssh-rootfs/debs`` (debootstrap ``--cache-dir``).
+2. ``ssh/<key>/``: the bootable image (seconds): a raw ext4 root disk made with
    ``mkfs.ext4 -d`` from a copy of the root tree plus the rig's tools (static
-   probe, insncheck), a fresh ed25519 host key and client key pair, the kernel
-   and initrd copied out of ``/boot`` (QEMU boots them with ``-kernel/-initrd``:
-   no bootloader), and ``image.json`` describing it all (:class:`SshImage`).
+   probe, insncheck) and its PID 1 (``/sbin/rig-init`` from the recipe: network
+   for QEMU user networking, then sshd), a fresh ed25519 host key and client key
+   pair, the kernel and initrd copied out of ``/boot`` (QEMU boots them with
+   ``-kernel/-initrd``: no bootloader), and ``image.json`` describing it all
+   (:class:`SshImage`).
 
 The client key and the guest's host key are generated here, once per image,
-and recorded: the rig logs in with the one and verifies the other.
+and recorded: the rig logs in with the one and verifies the other
+(rig.guest.ssh).  QEMU always opens the disk with ``snapshot=on``, so the cached
+image never changes.
 
 The mirror URI comes from this machine's apt configuration at run time
-(:func:`rig.images.debian.debian_uri`), never from the source.
+(:func:`rig.images.debian._debian_uri`), never from the source.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ class SshImageRecipe:
     user: str
     tools_dir: str
     init: str
+    initramfs_modules: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: Path | None = None) -> SshImageRecipe:
@@ -69,6 +77,7 @@ class SshImageRecipe:
                 user=str(d["user"]),
                 tools_dir=str(d["tools_dir"]),
                 init=str(d["init"]),
+                initramfs_modules=tuple(d.get("initramfs_modules", ())),
             )
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise SshImageError(f"{where}: cannot read the ssh image recipe: {e}") from None
@@ -77,7 +86,7 @@ class SshImageRecipe:
 
     def rootfs_key(self) -> str:
         return cache.digest(
-            ["rootfs/2", self.suite, self.variant, ",".join(self.include)]
+            ["rootfs/4", self.suite, self.variant, ",".join(self.include), ",".join(self.initramfs_modules)]
         )
 
 
@@ -248,6 +257,15 @@ def _customise_rootfs(root: Path, recipe: SshImageRecipe) -> None:
     )
     _write(root / "etc/hostname", "rig-ssh\n", 0o644)
     _write(root / "etc/fstab", "# root is mounted by the initramfs (root=/dev/vda)\n", 0o644)
+    if recipe.initramfs_modules:
+        # Only the listed modules, loaded by the initramfs' own init (/conf/modules); no udev in the
+        # initramfs (its coldplug costs seconds under TCG): its init mounts devtmpfs, and rig-init
+        # mounts /dev again in the root when nothing moved it there.
+        _write(root / "etc/initramfs-tools/conf.d/rig.conf", "MODULES=list\n", 0o644)
+        _write(root / "etc/initramfs-tools/modules", "\n".join(recipe.initramfs_modules) + "\n", 0o644)
+        for part in ("hooks/udev", "scripts/init-top/udev", "scripts/init-bottom/udev"):
+            (root / "usr/share/initramfs-tools" / part).unlink(missing_ok=True)
+        _run(["chroot", str(root), "update-initramfs", "-u", "-k", "all"], "update-initramfs in the image")
     # Keep the tree small: package caches, documentation and translations are not needed in the guest.
     for d in ("var/cache/apt/archives", "var/lib/apt/lists", "var/cache/apt"):
         for p in (root / d).glob("*"):

@@ -124,6 +124,15 @@ def test_command_timeout_is_clear_and_the_session_survives(skylake):
     assert skylake.run("echo still-here").stdout.strip() == "still-here"
 
 
+def test_upload_and_run_a_tool(skylake):
+    # The path user images take: tools are copied in over the SSH channel.
+    from rig.guest.insncheck_build import build_insncheck
+
+    skylake.upload(build_insncheck().read_bytes(), "/tmp/rig-tools/insncheck")
+    out = skylake.run("/tmp/rig-tools/insncheck sse3").stdout
+    assert out.splitlines()[0] == "rig-insncheck 1" and "insn sse3 ok" in out
+
+
 def test_skylake_observation(image, skylake, tmp_path):
     obs = skylake.observe(accel="tcg")
     user = obs.probe.tables["user"]
