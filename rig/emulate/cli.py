@@ -28,7 +28,7 @@ def _case_line(cpu: str, r: L2Result, host: EmulatedHost) -> str:
 
 def cmd_emulate(args: argparse.Namespace) -> int:
     with EmulatedHost(args.cpu, args.kernel, args.kvm_param or [], boot_timeout=args.boot_timeout,
-                      keep_workdir=args.keep) as host:
+                      keep_workdir=args.keep, l2=bool(args.l2_cpu)) as host:
         prof = host.profile
         assert prof is not None and host.info is not None
         if args.output:

@@ -104,7 +104,9 @@ class EmulatedHost:
     ``cpu``: the outer QEMU's -cpu model for L1 (an AMD model with SVM:
     EPYC, EPYC-Rome, EPYC-Milan, max, ...); ``kernel``: a Debian kernel
     request ("6.1", "6.12", "7.x", "newest", a full release); ``params``:
-    KVM module parameters (``{"kvm_amd.npt": "0"}`` or ``["npt=0"]``).
+    KVM module parameters (``{"kvm_amd.npt": "0"}`` or ``["npt=0"]``);
+    ``l2=False`` boots the profile-only image (no QEMU inside; faster, no
+    :meth:`run_l2`).
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class EmulatedHost:
         memory: str | None = None,
         qemu: str = "system",
         keep_workdir: bool = False,
+        l2: bool = True,
     ) -> None:
         recipe = load_recipe()
         self.cpu = cpu
@@ -126,7 +129,8 @@ class EmulatedHost:
         self.params = parse_params(params)
         self.boot = recipe.boot
         self.boot_timeout = float(boot_timeout or self.boot["boot_timeout"])
-        self.memory = memory or str(self.boot["memory"])
+        self.l2 = l2
+        self.memory = memory or str(self.boot["memory"] if l2 else self.boot["memory_profile_only"])
         self.qemu_request = qemu
         self._image = image
         self._workdir_given = workdir
@@ -185,7 +189,7 @@ class EmulatedHost:
 
     def start(self) -> None:
         t0 = time.monotonic()
-        image = self._image = self._image or l1_image_for(self.kernel)
+        image = self._image = self._image or l1_image_for(self.kernel, with_qemu=self.l2)
         if self._workdir_given is not None:
             self.workdir = Path(self._workdir_given)
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +229,7 @@ class EmulatedHost:
 
     def _make_profile(self, frame: Frame, image: L1Image) -> HostProfile:
         p = parse_profile(frame.lines, name=f"emulated:{self.label}")
-        p.qemu = [QemuBinary(path=f"{L1_QEMU} (in L1)", version=image.qemu_version)]
+        p.qemu = [QemuBinary(path=f"{L1_QEMU} (in L1)", version=image.qemu_version)] if image.with_qemu else []
         failed = [line for line in self.info.insmod if line.startswith("fail ")] if self.info else []
         for line in failed:
             p.missing.append(f"insmod in L1: {line.removeprefix('fail ')}")
@@ -300,8 +304,27 @@ class EmulatedHost:
         self._failed = True
         where = f"L1 Linux {self._image.release if self._image else self.kernel} under TCG -cpu {self.cpu}"
         cls = L1BootTimeout if timeout else EmulateError
-        return cls(f"{where}: {what}; last console lines: {self.console_tail()}",
-                   hint=f"full console log in {self.workdir / 'console.log'}")
+        hint = f"full console log in {self.workdir / 'console.log'}"
+        if timeout and self.profile is None:
+            hint = ("some kernels hang at boot under some TCG CPU models (seen: 6.12 with Opteron_G4/G5); "
+                    f"try another --cpu or a longer --boot-timeout; {hint}")
+        return cls(f"{where}: {what}; last console lines: {self.console_tail()}", hint=hint)
+
+    def _qemu_gone(self, what: str) -> EmulateError:
+        """The data channel closed: QEMU exited (bad option, crash) or L1 powered off."""
+        rc = None
+        if self._proc is not None:
+            try:
+                rc = self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                rc = None
+        if rc:
+            self._failed = True
+            err = self._stderr_line()
+            hint = "check the -cpu model name (qemu-system-x86_64 -cpu help)" if "CPU model" in err else \
+                f"QEMU's messages are in {self.workdir / 'qemu-stderr.log'}"
+            return EmulateError(f"QEMU for L1 (-cpu {self.cpu}) exited with status {rc}: {err}", hint=hint)
+        return self._fail(f"{what}: L1 stopped (QEMU exit status {rc})")
 
     def _wait_frame(self, name: str, deadline: float, what: str, budget: float | None = None) -> Frame:
         budget = self.boot_timeout if budget is None else budget
@@ -324,12 +347,9 @@ class EmulatedHost:
                 data = None
             except OSError as e:
                 raise self._fail(f"data channel failed ({e.strerror})") from e
-            if data == b"":
-                self._proc and self._proc.wait(timeout=5)
-                raise self._fail(f"{what}: L1 stopped ({self._stderr_line()})")
+            if data == b"" or (data is None and self._proc is not None and self._proc.poll() is not None):
+                raise self._qemu_gone(what)
             if data is None:
-                if self._proc is not None and self._proc.poll() is not None:
-                    raise self._fail(f"{what}: QEMU exited ({self._stderr_line()})")
                 select.select([self._sock], [], [], min(0.2, max(remaining, 0.01)))
                 continue
             with open(self.workdir / "data.log", "ab") as log:
@@ -349,6 +369,8 @@ class EmulatedHost:
         """
         if self._sock is None or self.profile is None:
             raise EmulateError("emulated host is not running", hint="use run_l2 inside the `with EmulatedHost(...)` block")
+        if self._image is not None and not self._image.with_qemu:
+            raise EmulateError("this emulated host was booted without QEMU (l2=False)", hint="boot it with l2=True")
         if self.profile.kvm.supported is None:
             raise EmulateError(f"no KVM in L1 ({self.profile.kvm.error or 'modules did not load'})",
                                hint="pick a -cpu model with SVM (EPYC*, max) for L1")

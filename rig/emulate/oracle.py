@@ -83,7 +83,7 @@ class Captured:
 def capture_one(host: OracleHost, out_dir: Path | None = None) -> Captured:
     t0 = time.monotonic()
     try:
-        with EmulatedHost(host.model, host.kernel, list(host.params)) as h:
+        with EmulatedHost(host.model, host.kernel, list(host.params), l2=False) as h:
             prof = h.profile
             series = h.label.split("@", 1)[1].split(",", 1)[0]
     except RigError as e:
@@ -105,7 +105,7 @@ def capture_matrix(hosts: Iterable[OracleHost], out_dir: Path | None = None, *, 
     from ..images.l1 import l1_image_for
 
     for k in sorted({h.kernel for h in hosts}):
-        l1_image_for(k)
+        l1_image_for(k, with_qemu=False)
     out: list[Captured] = []
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         for c in pool.map(lambda h: capture_one(h, out_dir), hosts):
