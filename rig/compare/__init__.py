@@ -1,0 +1,1 @@
+"""Comparison of the layers of one case: predicted, configured (QMP), observed (guest)."""
