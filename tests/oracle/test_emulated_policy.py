@@ -1,0 +1,70 @@
+"""Oracle: the KVM policy model against real KVM in emulated hosts.
+
+For every host of the matrix (Debian kernels 6.1, 6.12, newest 7.x × L1 models
+EPYC, EPYC-Rome, EPYC-Milan, max × kvm_amd parameters default, npt=0,
+nested=0) the rig's prediction from the captured L1 profile must equal L1's
+real KVM_GET_SUPPORTED_CPUID on every register of every leaf.  Differences
+are listed by feature name; the only ones accepted are those in the policy's
+known-differences data (rig/policy/data/known-differences.json, each with its
+kernel source reference).
+
+Independent of the model, each profile is also checked against facts from
+the kernel source (arch/x86/kvm/svm/svm.c svm_set_cpu_caps: X86_FEATURE_SVM
+only ``if (nested)``, X86_FEATURE_NPT only ``if (npt_enabled)``), which
+proves the module parameters reached KVM.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rig.emulate.oracle import check_profile, load_matrix
+
+pytestmark = [pytest.mark.slow, pytest.mark.oracle]
+
+HOSTS = [str(h) for h in load_matrix().hosts()]
+
+
+def _captured(oracle_captures, host):
+    c = oracle_captures[host]
+    assert c.error is None, f"{host}: {c.error}"
+    return c.profile
+
+
+def _on(value: str) -> bool:
+    return value.strip().upper() in ("Y", "1")
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_capture_is_complete(oracle_captures, host):
+    p = _captured(oracle_captures, host)
+    series = oracle_captures[host].host.kernel
+    assert p.source == "emulated" and p.kernel.release
+    if series[0].isdigit() and series[-1].isdigit():
+        assert p.kernel.release.startswith(series + ".") or p.kernel.release.startswith(series + "-")
+    assert p.kvm.supported is not None, p.missing
+    assert p.kvm.vendor_module == "kvm_amd" and "svm" in p.kernel.flags
+    assert p.missing == []
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_kvm_params_reach_kvm(oracle_captures, host):
+    p = _captured(oracle_captures, host)
+    params = p.kvm.params("kvm_amd")
+    want = oracle_captures[host].host.param_map
+    nested = _on(params["nested"])
+    npt = _on(params["npt"])
+    assert nested == (want.get("kvm_amd.nested", "1") != "0")
+    assert npt == (want.get("kvm_amd.npt", "1") != "0")
+    sup = p.kvm.supported
+    assert sup.bit(0x80000001, 0, "ecx", 2) == int(nested)  # SVM
+    assert (sup.bit(0x8000000A, 0, "edx", 0) or 0) == int(nested and npt)  # NPT (leaf only with nested)
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_policy_prediction_equals_real_kvm(oracle_captures, host):
+    p = _captured(oracle_captures, host)
+    res = check_profile(p, host)
+    assert res.error is None, res.error
+    assert res.words > 0 and res.bits == 32 * res.words
+    assert res.ok, res.describe()
