@@ -509,7 +509,7 @@ class SshSession:
             raise SshAuthError(
                 f"guest at {host_id} refused login as {user or self.guest.user!r} with key"
                 f" {fingerprint(pkey.asbytes())}: {e}",
-                hint="check user and key (the public key must be in the guest's authorized_keys)",
+                hint="check user and key: the public key must be in the guest's authorized_keys",
             ) from None
         except paramiko.SSHException as e:
             client.close()
@@ -543,7 +543,8 @@ class SshSession:
                     if "-accel" in self.qemu.argv and "kvm" in self.qemu.argv[self.qemu.argv.index("-accel") + 1] \
                     else ""
                 raise SshBootTimeout(
-                    f"guest did not accept SSH within {boot_timeout:g} s ({self.attempts} attempts, last: {last});"
+                    f"guest did not accept SSH within {boot_timeout:g} s ({self.attempts} attempt"
+                    f"{'' if self.attempts == 1 else 's'}, last: {last});"
                     f" serial: {self.qemu.serial_tail()}{kvm}",
                     hint=f"see {self.qemu.serial_path}",
                 )
@@ -553,7 +554,7 @@ class SshSession:
                 self.boot_to_login_s = time.monotonic() - self.qemu.started
                 return
             except (OSError, EOFError, paramiko.SSHException) as e:
-                last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                last = _not_up_reason(e)
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, RETRY_MAX)
 
@@ -650,6 +651,19 @@ class SshSession:
             insncheck_output=insn_out, insncheck=report, boot_to_login_s=self.boot_to_login_s or 0.0,
             duration_s=time.monotonic() - t0, serial_path=self.qemu.serial_path, timings_s=timings,
         )
+
+
+def _not_up_reason(e: BaseException) -> str:
+    """A short reason for a failed attempt while the guest boots."""
+    text = str(e)
+    if isinstance(e, EOFError) or "No existing session" in text or "protocol banner" in text:
+        # QEMU's user networking accepts on the forwarded port and closes when nothing listens in the guest
+        return "connection closed before the SSH banner (sshd not listening yet)"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, TimeoutError | socket.timeout):
+        return "no answer (timed out)"
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def default_tools() -> dict[str, Path]:

@@ -157,7 +157,7 @@ class SshImage:
 
 def _run(cmd: list[str], what: str, *, log: Callable[[str], None] | None = None, cwd: Path | None = None) -> str:
     if shutil.which(cmd[0]) is None and not Path(cmd[0]).exists():
-        raise SshImageError(f"{cmd[0]} not found", hint="install it (see .ci/run)")
+        raise SshImageError(f"{cmd[0]} not found", hint="run scripts/setup.sh")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     if proc.returncode != 0:
         lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines() or ["(no message)"]
@@ -217,7 +217,8 @@ def build_rootfs(recipe: SshImageRecipe, *, log: Callable[[str], None] = _log_de
     if cache.is_complete(final):
         return final / "root", 0.0
     if os.geteuid() != 0:
-        raise SshImageError("building the ssh image needs root (debootstrap, chroot)")
+        raise SshImageError("building the ssh image needs root (debootstrap, chroot)",
+                            hint="run `sudo rig images build ssh` once; later runs reuse the cached image")
     from .debian import _debian_uri
 
     uri = _debian_uri()

@@ -12,6 +12,7 @@ import pytest
 from rig.guest.ssh import (
     SshConfigError,
     SshGuest,
+    _not_up_reason,
     cpu_kernel_messages,
     fingerprint,
     load_private_key,
@@ -20,7 +21,7 @@ from rig.guest.ssh import (
     parse_vulnerabilities,
     read_host_key,
 )
-from rig.images.ssh import SshImage, SshImageError, SshImageRecipe, _ed25519_keypair
+from rig.images.ssh import SshImage, SshImageError, SshImageRecipe, _ed25519_keypair, build_rootfs
 from rig.qemu.cmdline import QemuCommand
 
 
@@ -187,3 +188,19 @@ def test_recipe_keys(tmp_path):
     p.write_text('suite = "bookworm"\n')
     with pytest.raises(SshImageError, match="lacks 'variant'"):
         SshImageRecipe.load(p)
+
+
+def test_reasons_given_while_the_guest_boots():
+    import paramiko
+
+    assert "sshd not listening yet" in _not_up_reason(paramiko.SSHException("No existing session"))
+    assert "sshd not listening yet" in _not_up_reason(EOFError())
+    assert _not_up_reason(ConnectionRefusedError(111, "Connection refused")) == "connection refused"
+    assert _not_up_reason(TimeoutError()) == "no answer (timed out)"
+
+
+def test_image_build_needs_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("RIG_CACHE_DIR", str(tmp_path))  # nothing cached there
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(SshImageError, match=r"needs root .*sudo rig images build ssh"):
+        build_rootfs(SshImageRecipe.load(), log=lambda m: None)
