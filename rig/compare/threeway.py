@@ -1,18 +1,27 @@
 """Three-way comparison of one case: predicted, configured (QMP) and observed (guest, per CPU mode).
 
-Scope: the registers QEMU reports in ``feature-words`` (or, without QMP, the
-registers the prediction covers); other leaves (sizes, brand, topology) are not
-predicted bit by bit.  Volatile fields are cleared first (:mod:`.normalise`).
+Scope: the registers QEMU reports in ``feature-words``, plus any register the
+prediction adds (there is then no configured value); other leaves (sizes,
+brand, topology) are not predicted bit by bit.  Volatile fields are cleared in
+every view first (rules in ``data/volatile.toml``, :mod:`.normalise`); runtime
+bits (OSXSAVE, OSPKE) are compared with what their rule says the guest must
+read in each mode (``data/runtime.toml``, :mod:`.runtime`).
+
+Views of a finding: ``guest`` (predicted / configured / observed per mode),
+``runtime`` (the probe's CR4 experiments), ``filtered`` (predicted vs QMP
+``filtered-features``), ``kvm`` (KVM policy model vs measured supported table).
+Every finding is named: feature name (catalogue) and ``leaf.subleaf.REG[bit]``.
 
 Classification of a differing bit (design.md §2), first rule that applies:
 
-* the guest sees something other than QEMU configured (configured != observed):
-  ``host-quirk`` when a host quirk was detected for the case (e.g. PVM passes
-  the outer host's CPUID through), else ``qemu-behaviour`` under TCG (QEMU's
-  CPUID emulation differs from its own configuration) or ``kvm-behaviour``
-  under KVM (KVM changed what QEMU set);
-* predicted != configured and the guest agrees with QEMU: ``model-gap`` (our
-  model of the QEMU/KVM layers is wrong);
+* the guest sees something other than QEMU configured (configured != observed,
+  or a runtime bit off its rule): ``host-quirk`` when a host quirk was detected
+  for the case (e.g. PVM passes the outer host's CPUID through), else
+  ``qemu-behaviour`` under TCG (QEMU's CPUID emulation differs from its own
+  configuration) or ``kvm-behaviour`` under KVM (KVM changed what QEMU set);
+* predicted != configured and the guest agrees with QEMU, a register only the
+  prediction has that the guest contradicts, or a filtered-features
+  difference: ``model-gap`` (our model of the QEMU/KVM layers is wrong);
 * for emulated hosts, a bit where the KVM policy model disagrees with the L1
   kernel's measured ``KVM_GET_SUPPORTED_CPUID``: ``kvm-behaviour`` (view "kvm").
 
@@ -31,6 +40,7 @@ from ..cpuid.table import REGISTERS, CpuidTable, Location
 from ..matrix.model import Case, KnownIssue
 from .known import case_fields, match_finding
 from .normalise import normalise
+from .runtime import RuntimeBit, check_snapshots, default_runtime_rules
 
 
 @dataclass(frozen=True)
@@ -101,14 +111,40 @@ class Comparison:
 
 
 def _scope(configured: CpuidTable | None, predicted: CpuidTable | None) -> list[tuple[int, int, str]]:
-    base = configured if configured is not None else predicted
-    if base is None:
-        return []
-    return [(lf, s, r) for (lf, s), regs in base.items() for r in REGISTERS if regs.get(r) is not None]
+    """The registers compared: QEMU's (configured) first, then any the prediction adds (levels, vendor)."""
+    out: list[tuple[int, int, str]] = []
+    seen: set[tuple[int, int, str]] = set()
+    for base in (configured, predicted):
+        if base is None:
+            continue
+        for (lf, s), regs in base.items():
+            for r in REGISTERS:
+                if regs.get(r) is not None and (lf, s, r) not in seen:
+                    seen.add((lf, s, r))
+                    out.append((lf, s, r))
+    return out
 
 
 def _bits(table: CpuidTable | None, leaf: int, sub: int, reg: str) -> int | None:
     return None if table is None else table.reg(leaf, sub, reg)
+
+
+def _expected_runtime(rules: tuple[RuntimeBit, ...], leaf: int, sub: int, reg: str, mode: str,
+                      base: CpuidTable | None) -> tuple[int, int]:
+    """(mask of runtime bits with a rule for ``mode``, their expected values) in one register."""
+    mask = val = 0
+    if base is None:
+        return 0, 0
+    for r in rules:
+        loc = r.location
+        if (loc.leaf, loc.subleaf, loc.reg) != (leaf, sub, reg):
+            continue
+        e = r.expected(mode, base)
+        if e is None:
+            continue
+        mask |= 1 << loc.bit
+        val |= (e & 1) << loc.bit
+    return mask, val
 
 
 def compare(
@@ -122,15 +158,27 @@ def compare(
     qemu_version: str | None = None,
     kvm_predicted: CpuidTable | None = None,
     kvm_measured: CpuidTable | None = None,
+    runtime: Mapping[str, Iterable[Any]] | None = None,
+    predicted_filtered: CpuidTable | None = None,
+    configured_filtered: CpuidTable | None = None,
 ) -> Comparison:
+    """Findings of one case; see the module docstring for the views and the classification.
+
+    ``observed``: mode -> the guest probe's table; ``runtime``: the probe's
+    runtime experiments (``ProbeReport.runtime``), checked by the rules of
+    ``data/runtime.toml``; ``predicted_filtered``/``configured_filtered``:
+    the model's and QMP's ``filtered-features`` (view ``filtered``).
+    """
     known = tuple(known)
     cat = catalogue()
+    rules = default_runtime_rules()
     fields = case_fields(case, qemu_version)
     p_n = normalise(predicted) if predicted is not None else None
     c_n = normalise(configured) if configured is not None else None
     o_n = {m: normalise(t) for m, t in observed.items()}
     scope = _scope(c_n, p_n)
     findings: list[Finding] = []
+    guest_layer = "qemu-behaviour" if case.accel == "tcg" else "kvm-behaviour"
 
     def add(loc: Location, layer: str, view: str, p: int | None, c: int | None, o: dict[str, int], note: str = "") -> None:
         name = cat.name_of(loc.leaf, loc.subleaf, loc.reg, loc.bit)
@@ -141,13 +189,21 @@ def compare(
     for leaf, sub, reg in scope:
         pv, cv = _bits(p_n, leaf, sub, reg), _bits(c_n, leaf, sub, reg)
         ov = {m: t.value(leaf, sub, reg) for m, t in o_n.items()}
+        ref = cv if cv is not None else pv
+        # per mode: what the guest must read (QEMU's value; runtime bits by their rules)
+        refs: dict[str, int] = {}
+        rt_masks: dict[str, int] = {}
+        for m in ov:
+            rmask, rval = _expected_runtime(rules, leaf, sub, reg, m, c_n if c_n is not None else p_n)
+            rt_masks[m] = rmask
+            if ref is not None:
+                refs[m] = (ref & ~rmask) | rval
         diff = 0
         if pv is not None and cv is not None:
             diff |= pv ^ cv
-        ref = cv if cv is not None else pv
-        for v in ov.values():
-            if ref is not None:
-                diff |= ref ^ v
+        for m, v in ov.items():
+            if m in refs:
+                diff |= refs[m] ^ v
         while diff:
             low = diff & -diff
             bit = low.bit_length() - 1
@@ -156,14 +212,33 @@ def compare(
             c = None if cv is None else (cv >> bit) & 1
             o = {m: (v >> bit) & 1 for m, v in ov.items()}
             loc = Location(leaf, sub, reg, bit)
-            if c is not None and any(x != c for x in o.values()):
-                layer = "host-quirk" if quirk else ("qemu-behaviour" if case.accel == "tcg" else "kvm-behaviour")
-                note = quirk or ("guest sees other than QEMU configured")
-            elif c is None and p is not None and any(x != p for x in o.values()):
+            guest_off = [m for m, x in o.items() if m in refs and x != (refs[m] >> bit) & 1]
+            runtime_bit = any(rt_masks.get(m, 0) >> bit & 1 for m in guest_off)
+            if guest_off and (c is not None or runtime_bit):
+                layer = "host-quirk" if quirk else guest_layer
+                if quirk:
+                    note = quirk
+                elif runtime_bit:
+                    note = f"runtime bit differs from its rule (rig/compare/data/runtime.toml) in {', '.join(guest_off)}"
+                else:
+                    note = "guest sees other than QEMU configured"
+            elif guest_off:
                 layer, note = "model-gap", "no QMP view; guest differs from prediction"
             else:
                 layer, note = "model-gap", "QEMU configured other than predicted; the guest agrees with QEMU"
             add(loc, layer, "guest", p, c, o, note)
+
+    if runtime and (c_n is not None or p_n is not None):
+        for mm in check_snapshots(runtime, c_n if c_n is not None else p_n, rules):  # type: ignore[arg-type]
+            loc = mm.rule.location
+            add(loc, "host-quirk" if quirk else guest_layer, "runtime", None, mm.expected,
+                {f"{mm.mode}/{mm.phase}": mm.observed}, quirk or mm.note)
+
+    if predicted_filtered is not None and configured_filtered is not None:
+        for d in predicted_filtered.diff(configured_filtered):
+            add(d.location, "model-gap", "filtered", d.a, d.b, {},
+                "filtered-features: predicted " + ("filtered" if d.a else "kept") + ", QEMU " +
+                ("filtered" if d.b else "kept"))
 
     if kvm_predicted is not None and kvm_measured is not None:
         for d in normalise(kvm_predicted).diff(normalise(kvm_measured)):

@@ -87,11 +87,12 @@ def predict_case_full(case: Any) -> QemuPrediction:
 
 
 def predict_case(case: Any, qemu_version: str | None = None, expansion: dict | None = None) -> CpuidTable:
-    """The predicted configured feature words for a case (the run driver's hook).
+    """The predicted guest view for a case (the run driver's hook): QEMU's feature words
+    plus the level/vendor registers (:meth:`QemuPrediction.guest_table`).
 
     ``qemu_version`` and ``expansion`` are accepted for the driver's signature;
     the model uses the binary's own facts (the per-case expansion would make
     the prediction a copy of QEMU's answer).
     """
     del qemu_version, expansion
-    return predict_case_full(case).table
+    return predict_case_full(case).guest_table()

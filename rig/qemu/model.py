@@ -115,6 +115,21 @@ class QemuPrediction:
                         names.append(n or f"{leaf:#x}.{sub}.{reg}[{bit}]")
         return names
 
+    def guest_table(self) -> CpuidTable:
+        """:attr:`table` plus the registers the levels and vendor decide, as the guest reads them
+        (``cpu_x86_cpuid``): 0.EAX = level, 0.EBX/EDX/ECX = vendor, 0x80000000.EAX = xlevel,
+        7.0.EAX = level-func7 (when level >= 7)."""
+        t = self.table.copy()
+        t.set_reg(0, 0, "eax", self.levels["level"])
+        if self.vendor and len(self.vendor) == 12:
+            raw = self.vendor.encode("latin-1")
+            for reg, part in (("ebx", raw[0:4]), ("edx", raw[4:8]), ("ecx", raw[8:12])):
+                t.set_reg(0, 0, reg, int.from_bytes(part, "little"))
+        t.set_reg(0x80000000, 0, "eax", self.levels["xlevel"])
+        if self.levels["level"] >= 7:
+            t.set_reg(7, 0, "eax", self.levels["level-func7"])
+        return t
+
     def to_json(self) -> dict[str, Any]:
         return {"table": self.table.to_json(), "filtered": self.filtered.to_json(), "levels": dict(self.levels),
                 "resolved_model": self.resolved_model, "vendor": self.vendor, "notes": list(self.notes)}
