@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rig.policy.cli",
     "rig.run.cli",
     "rig.featurescmd",
+    "rig.images.cli",
     "rig.images.ssh_cli",  # after rig.images.cli: attaches `rig images build ssh` to its parser
 )
 
