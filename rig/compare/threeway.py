@@ -147,6 +147,19 @@ def _expected_runtime(rules: tuple[RuntimeBit, ...], leaf: int, sub: int, reg: s
     return mask, val
 
 
+def _guest_reference(case: Case, base: CpuidTable | None, qemu_version: str | None) -> tuple[CpuidTable | None, str]:
+    """``base`` through QEMU's guest rules (rig.qemu.model.guest_visible), when the version is known."""
+    if base is None or not qemu_version:
+        return None, ""
+    from ..errors import RigError
+    from ..qemu.model import guest_visible
+
+    try:
+        return guest_visible(base, qemu_version, case.accel, case.cpu_arg), " (after QEMU's guest rules)"
+    except RigError as e:
+        return None, f" (QEMU guest rules not applied: {e})"
+
+
 def compare(
     case: Case,
     *,
@@ -177,6 +190,8 @@ def compare(
     c_n = normalise(configured) if configured is not None else None
     o_n = {m: normalise(t) for m, t in observed.items()}
     scope = _scope(c_n, p_n)
+    # what the guest must read: QEMU's configuration through its CPUID emulation's guest rules
+    g_n, g_note = _guest_reference(case, c_n if c_n is not None else p_n, qemu_version)
     findings: list[Finding] = []
     guest_layer = "qemu-behaviour" if case.accel == "tcg" else "kvm-behaviour"
 
@@ -189,7 +204,9 @@ def compare(
     for leaf, sub, reg in scope:
         pv, cv = _bits(p_n, leaf, sub, reg), _bits(c_n, leaf, sub, reg)
         ov = {m: t.value(leaf, sub, reg) for m, t in o_n.items()}
-        ref = cv if cv is not None else pv
+        ref = _bits(g_n, leaf, sub, reg) if g_n is not None else None
+        if ref is None:
+            ref = cv if cv is not None else pv
         # per mode: what the guest must read (QEMU's value; runtime bits by their rules)
         refs: dict[str, int] = {}
         rt_masks: dict[str, int] = {}
@@ -221,7 +238,7 @@ def compare(
                 elif runtime_bit:
                     note = f"runtime bit differs from its rule (rig/compare/data/runtime.toml) in {', '.join(guest_off)}"
                 else:
-                    note = "guest sees other than QEMU configured"
+                    note = "guest sees other than QEMU configured" + g_note
             elif guest_off:
                 layer, note = "model-gap", "no QMP view; guest differs from prediction"
             else:

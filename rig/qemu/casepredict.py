@@ -87,12 +87,13 @@ def predict_case_full(case: Any) -> QemuPrediction:
 
 
 def predict_case(case: Any, qemu_version: str | None = None, expansion: dict | None = None) -> CpuidTable:
-    """The predicted guest view for a case (the run driver's hook): QEMU's feature words
-    plus the level/vendor registers (:meth:`QemuPrediction.guest_table`).
+    """The predicted view for a case (the run driver's hook): QEMU's configured feature words
+    plus the level/vendor registers (:meth:`QemuPrediction.with_levels`); the comparison applies
+    the guest rules (:func:`rig.qemu.model.guest_visible`) before comparing with the guest.
 
     ``qemu_version`` and ``expansion`` are accepted for the driver's signature;
     the model uses the binary's own facts (the per-case expansion would make
     the prediction a copy of QEMU's answer).
     """
     del qemu_version, expansion
-    return predict_case_full(case).guest_table()
+    return predict_case_full(case).with_levels()

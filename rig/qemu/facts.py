@@ -75,6 +75,19 @@ class KvmFixup:
 
 
 @dataclass(frozen=True)
+class GuestRule:
+    """A difference between configured feature words and what the guest reads (cpu_x86_cpuid)."""
+
+    leaf: int | None = None          # zero the whole leaf ...
+    unless: str | None = None        # ... unless this feature is configured
+    kvm_only: bool = False           # ... and (if set) only under KVM
+    clear: tuple[str, ...] = ()      # clear these features ...
+    unless_prop: str | None = None   # ... unless this -cpu property is on
+    default_on: tuple[str, ...] = ()  # models where unless_prop defaults to on
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class LevelRule:
     feature: str | None
     word: str | None
@@ -114,6 +127,7 @@ class VersionData:
     machine_v1: tuple[str, ...]
     legacy_up_to: tuple[int, int]
     xsave_drop_unsupported: bool = False
+    guest_rules: tuple[GuestRule, ...] = ()
     split_irqchip: tuple[str, ...] = ()
     kvm_vendor_from_host: bool = False
     _props: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False)
@@ -250,9 +264,13 @@ def _load(series: tuple[int, int], requested: tuple[int, int]) -> VersionData:
         level_auto=tuple(beh.get("level_auto", ())), level_rules=rules, unavailable=tuple(beh.get("unavailable", ())),
         kvm_fixups=fixups, machine_latest=tuple(mach.get("latest", ())), machine_v1=tuple(mach.get("v1", ())),
         legacy_up_to=lu, xsave_drop_unsupported=bool(beh.get("xsave_drop_unsupported", False)),
+        guest_rules=tuple(GuestRule(g.get("leaf"), g.get("unless"), bool(g.get("kvm_only", False)),
+                                    tuple(g.get("clear", ())), g.get("unless_prop"), tuple(g.get("default_on", ())),
+                                    g.get("why", "")) for g in beh.get("guest_rule", [])),
         split_irqchip=tuple(mach.get("split_irqchip", ())), kvm_vendor_from_host=bool(mach.get("kvm_vendor_from_host")),
     )
-    for n in (*vd.always_on, *vd.tcg_default_props, *vd.kvm_default_props, *vd.unavailable):
+    guest_names = [n for g in vd.guest_rules for n in (*g.clear, *([g.unless] if g.unless else []))]
+    for n in (*vd.always_on, *vd.tcg_default_props, *vd.kvm_default_props, *vd.unavailable, *guest_names):
         if vd.feature(n) is None:
             raise QemuFactsError(f"rig/qemu/data/behaviour.toml [version.\"{key}\"]: {n!r} is not a feature of QEMU {key}")
     for w in (*vd.kvm_only_words, *vd.level_always, *vd.level_auto):

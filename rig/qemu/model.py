@@ -96,6 +96,8 @@ class QemuPrediction:
     notes: list[str] = field(default_factory=list)
     requested: CpuidTable = field(default_factory=CpuidTable)  # before filtering
     series: str = ""                  # the QEMU series whose facts were used
+    accel: str = "tcg"
+    cpu_line: str = ""
 
     def filtered_names(self, data: VersionData | None = None) -> list[str]:
         """QEMU property names of the filtered features (``leaf.sub.reg[bit]`` for unnamed bits)."""
@@ -115,11 +117,22 @@ class QemuPrediction:
                         names.append(n or f"{leaf:#x}.{sub}.{reg}[{bit}]")
         return names
 
-    def guest_table(self) -> CpuidTable:
-        """:attr:`table` plus the registers the levels and vendor decide, as the guest reads them
-        (``cpu_x86_cpuid``): 0.EAX = level, 0.EBX/EDX/ECX = vendor, 0x80000000.EAX = xlevel,
-        7.0.EAX = level-func7 (when level >= 7)."""
+    def with_levels(self) -> CpuidTable:
+        """:attr:`table` plus the registers the levels and vendor decide (``cpu_x86_cpuid``):
+        0.EAX = level, 0.EBX/EDX/ECX = vendor, 0x80000000.EAX = xlevel, 7.0.EAX = level-func7
+        (when level >= 7).  What the run compares with QMP (feature words) and the guest (the rest)."""
         t = self.table.copy()
+        self._add_levels(t)
+        return t
+
+    def guest_table(self) -> CpuidTable:
+        """What the guest reads: :meth:`with_levels` with the version's guest rules applied
+        (:func:`guest_visible`: leaf 0xD zero without XSAVE, PDCM hidden without pmu=on, ...)."""
+        t = guest_visible(self.table, self.series, self.accel, self.cpu_line) if self.series else self.table.copy()
+        self._add_levels(t)
+        return t
+
+    def _add_levels(self, t: CpuidTable) -> None:
         t.set_reg(0, 0, "eax", self.levels["level"])
         if self.vendor and len(self.vendor) == 12:
             raw = self.vendor.encode("latin-1")
@@ -128,7 +141,6 @@ class QemuPrediction:
         t.set_reg(0x80000000, 0, "eax", self.levels["xlevel"])
         if self.levels["level"] >= 7:
             t.set_reg(7, 0, "eax", self.levels["level-func7"])
-        return t
 
     def to_json(self) -> dict[str, Any]:
         return {"table": self.table.to_json(), "filtered": self.filtered.to_json(), "levels": dict(self.levels),
@@ -469,7 +481,58 @@ def predict_guest(
         feats["FEAT_8000_0001_EDX"] = (feats["FEAT_8000_0001_EDX"] & ~data.amd_aliases) | (
             feats["FEAT_1_EDX"] & data.amd_aliases)
     return QemuPrediction(_table(data, feats), _table(data, filtered), out_levels, resolved, vendor, notes, requested,
-                          data.series)
+                          data.series, accel, str(line))
+
+
+def _prop_on(line: CpuLine, prop: str, default: bool) -> bool:
+    settings, plus, minus, _ = effective_settings(line.flags)
+    on = default
+    for name, value in settings:
+        if name == prop:
+            on = bool_value_str(value)
+    if prop in plus:
+        on = True
+    if prop in minus:
+        on = False
+    return on
+
+
+def guest_visible(configured: CpuidTable, series: str | VersionData, accel: str, cpu_line: str | CpuLine) -> CpuidTable:
+    """What a guest reads of QEMU's configured feature words (``cpu_x86_cpuid``'s guest rules).
+
+    E.g. leaf 0xD reads zeros without XSAVE, 0x8000000A without SVM, PDCM is
+    hidden unless ``pmu=on``.  Registers the rules do not touch are copied.
+    """
+    data = series if isinstance(series, VersionData) else version_data(series)
+    line = cpu_line if isinstance(cpu_line, CpuLine) else CpuLine.parse(cpu_line)
+    out = configured.copy()
+
+    def has(name: str) -> bool:
+        f = data.feature(name)
+        if f is None:
+            return False
+        w = data.words[f[0]]
+        return bool(configured.value(w.leaf, w.subleaf or 0, w.reg) & f[1])
+
+    for g in data.guest_rules:
+        if g.leaf is not None:
+            if (g.unless and has(g.unless)) and not (g.kvm_only and accel != "kvm"):
+                continue
+            for (leaf, sub), regs in configured.items():
+                if leaf == g.leaf:
+                    out.set(leaf, sub, type(regs)(*(None if v is None else 0 for v in regs.as_tuple())))
+        elif g.clear:
+            if g.unless_prop and _prop_on(line, g.unless_prop, line.model in g.default_on):
+                continue
+            for n in g.clear:
+                f = data.feature(n)
+                if f is None:
+                    continue
+                w = data.words[f[0]]
+                v = out.reg(w.leaf, w.subleaf or 0, w.reg)
+                if v is not None:
+                    out.set_reg(w.leaf, w.subleaf or 0, w.reg, v & ~f[1])
+    return out
 
 
 def bool_value_str(value: str) -> bool:

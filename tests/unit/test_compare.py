@@ -149,3 +149,19 @@ def test_rule_files_are_checked(tmp_path: Path) -> None:
                    'modes = {user = "sometimes"}\n')
     with pytest.raises(RuntimeRuleError, match="'sometimes' is not one of"):
         load_runtime_rules(bad)
+
+
+def test_qemu_guest_rules_explain_configured_bits_the_guest_cannot_see() -> None:
+    """cpu_x86_cpuid: leaf 0xD reads zeros without XSAVE, so -xsave leaves xsaveopt configured but invisible."""
+    c = table(0, **{"d_1_eax": 1})       # xsaveopt configured (no xsave -> xsaveopt dependency in QEMU 7.2)
+    guest = table(0, **{"d_1_eax": 0})
+    broadwell = Case(host="native", qemu="system", accel="tcg", machine="microvm", model="Broadwell", flags=("-xsave",))
+    assert compare(broadwell, predicted=c, configured=c, observed={"long64": guest}, qemu_version="7.2.22").findings \
+        == []
+    f = only(compare(broadwell, predicted=c, configured=c, observed={"long64": guest}).findings)
+    assert (f.name, f.cls) == ("xsaveopt", "qemu-behaviour")
+    # with XSAVE configured the rule does not apply: a guest that misses xsaveopt is a finding
+    c2 = table(XSAVE, **{"d_1_eax": 1})
+    f = only(compare(broadwell, predicted=c2, configured=c2, observed={"long64": table(XSAVE, **{"d_1_eax": 0})},
+                     qemu_version="7.2.22").findings)
+    assert f.name == "xsaveopt" and "guest rules" in f.note

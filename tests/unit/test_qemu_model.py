@@ -259,3 +259,22 @@ def test_bad_input_is_a_clear_error() -> None:
 def test_nearest_older_series_is_used_and_said() -> None:
     p = predict_guest(facts((8, 2, 0), m={}), "m", "tcg", "q35")
     assert p.series == "7.2" and any("QEMU 8.2 modelled with the facts of QEMU 7.2" in n for n in p.notes)
+
+
+def test_guest_rules_of_cpu_x86_cpuid() -> None:
+    from rig.qemu.model import guest_visible
+
+    t = CpuidTable()
+    t.set(1, 0, Regs(None, None, 1 << 15, 0))            # pdcm
+    t.set(0xD, 1, Regs(1, None, 0, 0))                   # xsaveopt, no xsave
+    t.set(0x8000000A, 0, Regs(None, None, None, 1))      # npt without svm
+    g = guest_visible(t, "7.2", "tcg", "Broadwell,-xsave")
+    assert g.value(1, 0, "ecx") == 0 and g.value(0xD, 1, "eax") == 0 and g.value(0x8000000A, 0, "edx") == 0
+    assert guest_visible(t, "7.2", "tcg", "Broadwell,pmu=on").value(1, 0, "ecx") == 1 << 15
+    assert guest_visible(t, "7.2", "tcg", "max").value(1, 0, "ecx") == 1 << 15       # max has pmu=on
+    assert guest_visible(t, "7.2", "tcg", "max,pmu=off").value(1, 0, "ecx") == 0
+    t.set(1, 0, Regs(None, None, 1 << 26, 0))
+    assert guest_visible(t, "7.2", "tcg", "Broadwell").value(0xD, 1, "eax") == 1       # xsave: leaf 0xD visible
+    p = predict_guest(facts(m={"on": ["xsave", "xsaveopt"]}), "m,-xsave", "tcg", "q35")
+    assert p.table.value(0xD, 1, "eax") == 1 and p.guest_table().value(0xD, 1, "eax") == 0
+    assert p.guest_table().value(0, 0, "eax") == p.levels["level"] == p.with_levels().value(0, 0, "eax")
