@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..errors import RigError
 
@@ -146,7 +147,12 @@ def parse(text: str | None, where: str = "condition") -> Node:
     """Parse the policy-file spelling; ``None`` or empty means always true."""
     if text is None or not str(text).strip():
         return TRUE
-    return _parse(str(text), _dsl_atom_for(where), where)
+    return _parse_cached(str(text), where)
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(text: str, where: str) -> Node:
+    return _parse(text, _dsl_atom_for(where), where)
 
 
 _C_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
