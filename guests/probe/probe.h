@@ -3,7 +3,7 @@
  * The same C sources are compiled four times: -m16 (real mode, boot-sector
  * form), -m32 (32-bit protected mode), -m64 (long mode) and as a static Linux
  * program (user mode).  Each build provides the platform hooks declared at
- * the bottom (plat_putc, plat_exit).  See PROTOCOL.md for the output format.
+ * the bottom (plat_write, plat_exit).  See PROTOCOL.md for the output format.
  */
 #ifndef RIG_PROBE_H
 #define RIG_PROBE_H
@@ -62,7 +62,7 @@ void *memcpy(void *d, const void *s, unsigned long n);
 int str_eq(const char *a, const char *b);
 
 /* ---- provided by each form ---- */
-void plat_putc(char c);
+void plat_write(const char *s, u32 n);
 void plat_exit(int ok) __attribute__((noreturn));
 
 #endif

@@ -75,14 +75,12 @@ void put_dec(u32 v)
 
 void line_end(void)
 {
-	u32 i;
 	line[line_len++] = '\n';
 	if (in_section) {
 		sec_crc = crc32_update(sec_crc, (const u8 *)line, line_len);
 		sec_lines++;
 	}
-	for (i = 0; i < line_len; i++)
-		plat_putc(line[i]);
+	plat_write(line, line_len);
 	line_len = 0;
 }
 

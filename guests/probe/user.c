@@ -20,11 +20,13 @@ static void flush(void)
 	used = 0;
 }
 
-void plat_putc(char c)
+void plat_write(const char *s, u32 n)
 {
-	if (used == sizeof(buf))
-		flush();
-	buf[used++] = c;
+	while (n--) {
+		if (used == sizeof(buf))
+			flush();
+		buf[used++] = *s++;
+	}
 }
 
 void plat_exit(int ok)

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Benchmark of the guests under TCG: probe boot + report per case, and the linux guest.
+
+Targets (issue 4): probe median under 100 ms per case, linux guest under 3 s.
+
+For each case it prints the median and the min/max of N runs, in two ways:
+``qemu`` is the QEMU process alone (spawn to exit, serial to a file, no QMP;
+the probe's own cost). ``rig`` is the whole rig path: launcher, QMP queries,
+and parsing of the transcript.
+
+    python3 bench/bench_guests.py [--runs N] [--linux-runs M] [--kernel VER] [--no-linux]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rig.guest.linux_run import boot_linux, linux_command  # noqa: E402
+from rig.guest.probe_build import build_probe  # noqa: E402
+from rig.guest.probe_run import probe_command, run_probe  # noqa: E402
+from rig.guest.protocol import parse_transcript  # noqa: E402
+from rig.images.linux import build_linux_image  # noqa: E402
+
+PROBE_CASES = (
+    ("microvm", "pvh", "qemu64"),
+    ("microvm", "pvh", "Skylake-Server"),
+    ("microvm", "pvh", "EPYC-Rome"),
+    ("microvm", "pvh", "max"),
+    ("q35", "pvh", "EPYC-Rome"),
+    ("q35", "bootsector", "EPYC-Rome"),
+    ("pc", "bootsector", "EPYC-Rome"),
+)
+
+
+def fmt(xs: list[float]) -> str:
+    return f"median {statistics.median(xs) * 1000:7.1f} ms  (min {min(xs) * 1000:6.1f}, max {max(xs) * 1000:6.1f}, n={len(xs)})"
+
+
+def plain_qemu(argv: list[str], serial: Path, check) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    dt = time.perf_counter() - t0
+    check(proc.returncode, serial.read_text(errors="replace"))
+    return dt
+
+
+def bench_probe(runs: int) -> list[tuple[str, float]]:
+    probe = build_probe()
+    medians = []
+    print(f"probe {probe.digest} under TCG")
+    for machine, form, cpu in PROBE_CASES:
+        name = f"{machine:8} {form:10} {cpu:15}"
+        qemu_t, rig_t = [], []
+        with tempfile.TemporaryDirectory() as td:
+            serial = Path(td) / "s.txt"
+            argv = replace(probe_command(probe, cpu=cpu, machine=machine, form=form), serial=serial).argv()
+
+            def check(rc: int, text: str, name: str = name) -> None:
+                if rc != 33:
+                    raise SystemExit(f"{name}: QEMU exited {rc}")
+                parse_transcript(text, case=name)
+
+            for i in range(runs):
+                qemu_t.append(plain_qemu(argv, serial, check))
+                t0 = time.perf_counter()
+                r = run_probe(probe, cpu=cpu, machine=machine, form=form, workdir=Path(td) / f"r{i}")
+                rig_t.append(time.perf_counter() - t0)
+                if not r.ok:
+                    raise SystemExit(f"{name}: {r.observation.outcome}: {r.observation.message}")
+        print(f"  {name} qemu {fmt(qemu_t)}")
+        print(f"  {'':36} rig  {fmt(rig_t)}")
+        medians.append((name, statistics.median(qemu_t)))
+    return medians
+
+
+def bench_linux(runs: int, kernel: str | None) -> float:
+    img = build_linux_image(kernel)
+    print(f"linux guest {img.release} ({img.digest}) under TCG, -cpu EPYC-Rome")
+    qemu_t, rig_t = [], []
+    with tempfile.TemporaryDirectory() as td:
+        serial = Path(td) / "s.txt"
+        argv = replace(linux_command(img, cpu="EPYC-Rome"), serial=serial).argv()
+
+        def check(rc: int, text: str) -> None:
+            if rc != 0 or "RIGLINUX END" not in text:
+                raise SystemExit(f"linux guest: QEMU exited {rc} without the guest's report")
+
+        for i in range(runs):
+            qemu_t.append(plain_qemu(argv, serial, check))
+            t0 = time.perf_counter()
+            r = boot_linux(img, cpu="EPYC-Rome", workdir=Path(td) / f"r{i}")
+            rig_t.append(time.perf_counter() - t0)
+            if not r.ok:
+                raise SystemExit(f"linux guest: {r.observation.outcome}: {r.message}")
+    print(f"  microvm  pvh        EPYC-Rome       qemu {fmt(qemu_t)}")
+    print(f"  {'':36} rig  {fmt(rig_t)}")
+    return statistics.median(qemu_t)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=7, help="runs per probe case (default 7)")
+    ap.add_argument("--linux-runs", type=int, default=3, help="linux guest boots (default 3)")
+    ap.add_argument("--kernel", default=None, help="linux guest kernel (default: newest)")
+    ap.add_argument("--no-linux", action="store_true", help="probe cases only")
+    args = ap.parse_args()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    print(f"machine: {os.cpu_count()} CPUs, load average {load:.2f} (other work on the machine slows TCG)")
+    medians = bench_probe(args.runs)
+    worst = max(medians, key=lambda m: m[1])
+    print(f"probe: worst case median {worst[1] * 1000:.1f} ms ({worst[0].strip()}); target < 100 ms per case: "
+          f"{'met' if worst[1] < 0.1 else 'NOT met'}")
+    if not args.no_linux:
+        lin = bench_linux(args.linux_runs, args.kernel)
+        print(f"linux guest: median {lin:.2f} s; target < 3 s: {'met' if lin < 3 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
