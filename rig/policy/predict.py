@@ -106,6 +106,11 @@ def predict_supported(profile: HostProfile, policy: Policy, params: Mapping[str,
     ev.vars = dict(caps.variables)
     lr = build_table(policy, profile.raw, caps, kc, ev.variable, ev.cond)
     notes = list(caps.notes) + [n for n in ev.notes if n not in caps.notes]
+    if profile.kvm.vendor_module is None and vendor is not None:
+        notes.append(f"the profile records no kvm_amd/kvm_intel module: modelled as {vendor} from the CPU vendor "
+                     "(a different vendor module, e.g. PVM, is not modelled)")
+    if not kc.from_profile:
+        notes.append("kernel caps are assumed from raw CPUID and rules (the profile has no /proc/cpuinfo flags)")
     return Prediction(policy, lr.table, caps, kc, lr, profile.raw, allp, notes)
 
 
