@@ -46,14 +46,27 @@ class RuleChange:
     b: list[str]
 
 
-def rule_changes(a: Policy, b: Policy) -> list[RuleChange]:
-    ra, rb = feature_rules(a), feature_rules(b)
-    out = []
-    for f in sorted(set(ra) | set(rb)):
-        x, y = ra.get(f, []), rb.get(f, [])
-        if x != y:
-            out.append(RuleChange(f, x, y))
+def _by_location(p: Policy) -> dict[object, tuple[str, list[str]]]:
+    """Rules keyed by CPUID location (so renamed or unnamed bits line up), else by name."""
+    out: dict[object, tuple[str, list[str]]] = {}
+    for f, rules in feature_rules(p).items():
+        loc = p.location(f) if f in p.features else None
+        out[loc or f] = (f, rules)
     return out
+
+
+def rule_changes(a: Policy, b: Policy) -> list[RuleChange]:
+    ra, rb = _by_location(a), _by_location(b)
+    out = []
+    for key in set(ra) | set(rb):
+        na, x = ra.get(key, ("", []))
+        nb, y = rb.get(key, ("", []))
+        if x != y:
+            name = nb or na
+            if na and nb and na != nb:
+                name = f"{nb} (linux-{a.version}: {na})"
+            out.append(RuleChange(name, x, y))
+    return sorted(out, key=lambda c: c.feature)
 
 
 def leaf_changes(a: Policy, b: Policy) -> list[tuple[str, object, object]]:
