@@ -18,8 +18,19 @@ def _macro_text(p: Policy, macro: str) -> str:
     return macro
 
 
+#: pre-6.14 spellings with the same meaning as a 6.14+ macro (F in a mask/kvm-defined init == F in kvm_cpu_cap_init)
+_SAME = {"SF": "SCATTERED_F", "ALIASED_1_EDX_F": "F"}
+#: macros that set nothing (documentation of vendor/runtime bits)
+_NOTHING = ("VENDOR_F", "RUNTIME_F")
+
+
 def feature_rules(p: Policy) -> dict[str, list[str]]:
-    """feature -> the rules that touch it, in order, without line numbers."""
+    """feature -> the rules that touch it, in order, era-neutral and without line numbers.
+
+    ``kvm_cpu_cap_mask(W, F(x))`` and ``kvm_cpu_cap_init(W, F(x))`` mean the
+    same (kernel caps & raw in kernel words, raw in KVM-only words), so both
+    read ``F``; the common function is ``common`` in both eras.
+    """
     out: dict[str, list[str]] = {}
 
     def walk(steps: list[Step], where: str) -> None:
@@ -28,12 +39,14 @@ def feature_rules(p: Policy) -> dict[str, list[str]]:
                 continue
             if s.op in ("init", "mask", "init_kvm_defined"):
                 for macro, f in s.features:
-                    out.setdefault(f, []).append(f"{where}: {_FN[s.op]}({s.word}, {_macro_text(p, macro)})")
+                    if macro in _NOTHING:
+                        continue
+                    out.setdefault(f, []).append(f"{where}: {_macro_text(p, _SAME.get(macro, macro))}")
             elif s.feature:
                 out.setdefault(s.feature, []).append(
                     f"{where}: {_FN[s.op]}" + (f" if {s.cond}" if s.cond else ""))
 
-    walk(p.common, p.common_function)
+    walk(p.common, "common")
     for v, steps in sorted(p.vendors.items()):
         walk(steps, v)
     return out
@@ -69,13 +82,26 @@ def rule_changes(a: Policy, b: Policy) -> list[RuleChange]:
     return sorted(out, key=lambda c: c.feature)
 
 
+def _nosrc(v: object) -> object:
+    if isinstance(v, dict):
+        return {k: _nosrc(x) for k, x in v.items() if k != "src"}
+    return v
+
+
 def leaf_changes(a: Policy, b: Policy) -> list[tuple[str, object, object]]:
-    out = []
+    """Per-leaf parameters that differ; lists as (removed, added)."""
+    out: list[tuple[str, object, object]] = []
     for k in sorted(set(a.leaves) | set(b.leaves)):
         if k == "src":
             continue
-        if a.leaves.get(k) != b.leaves.get(k):
-            out.append((k, a.leaves.get(k), b.leaves.get(k)))
+        x, y = _nosrc(a.leaves.get(k)), _nosrc(b.leaves.get(k))
+        if x == y:
+            continue
+        if isinstance(x, list) and isinstance(y, list):
+            out.append((k, "removed " + (", ".join(map(str, [i for i in x if i not in y])) or "none"),
+                        "added " + (", ".join(map(str, [i for i in y if i not in x])) or "none")))
+        else:
+            out.append((k, x, y))
     return out
 
 
