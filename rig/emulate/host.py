@@ -90,6 +90,30 @@ def params_label(params: Mapping[str, str]) -> str:
     return ",".join(f"{k.removeprefix('kvm_amd.')}={v}" for k, v in sorted(params.items()))
 
 
+@dataclass(frozen=True)
+class HostSpec:
+    """``emulated:EPYC-Rome@6.12,npt=0`` parsed: L1 model, kernel request, KVM parameters."""
+
+    cpu: str
+    kernel: str
+    params: dict[str, str]
+
+    def __str__(self) -> str:
+        p = params_label(self.params)
+        return f"emulated:{self.cpu}@{self.kernel}" + (f",{p}" if p else "")
+
+
+def parse_host_spec(spec: str) -> HostSpec:
+    """``[emulated:]MODEL@KERNEL[,param=value...]`` (as in a matrix ``host =``) -> :class:`HostSpec`."""
+    body = spec.removeprefix("emulated:")
+    model, at, rest = body.partition("@")
+    kernel, _, plist = rest.partition(",")
+    if not at or not model or not kernel:
+        raise EmulateError(f"emulated host {spec!r} is not emulated:MODEL@KERNEL[,param=value...]",
+                           hint="e.g. emulated:EPYC-Rome@6.12 or emulated:EPYC@7.x,npt=0")
+    return HostSpec(model, kernel, parse_params([p for p in plist.split(",") if p]))
+
+
 @dataclass
 class BootInfo:
     release: str
@@ -144,6 +168,12 @@ class EmulatedHost:
         self._frames: list[Frame] = []
         self._case = 0
         self._failed = False
+
+    @classmethod
+    def from_spec(cls, spec: str, **kwargs) -> EmulatedHost:
+        """``EmulatedHost.from_spec("emulated:EPYC-Rome@6.12,npt=0")``; kwargs as for the constructor."""
+        h = parse_host_spec(spec)
+        return cls(h.cpu, h.kernel, h.params, **kwargs)
 
     # -- naming ------------------------------------------------------------
     @property
@@ -226,6 +256,31 @@ class EmulatedHost:
             l1_uptime=int(up["uptime"]) / 100 if up.get("uptime", "").isdigit() else None,
         )
         self.profile = self._make_profile(prof, image)
+
+    def reload(self, params: Mapping[str, str] | list[str] | None = None, timeout: float = 120) -> HostProfile:
+        """Unload the KVM modules in L1 and load them again with ``params``; return the new profile.
+
+        KVM computes its supported CPUID when the vendor module initialises, so
+        this gives the same answer as a fresh boot with those parameters, in a
+        fraction of the time (the oracle matrix boots each kernel × model once).
+        """
+        if self._sock is None or self.profile is None or self.info is None or self._image is None:
+            raise EmulateError("emulated host is not running", hint="use reload inside the `with EmulatedHost(...)` block")
+        new = parse_params(params)
+        for k, v in new.items():
+            if any(c.isspace() for c in k + v):
+                raise EmulateError(f"KVM parameter {k}={v!r} contains white space")
+        t0 = time.monotonic()
+        self._send(("reload\n" + "".join(f"{k}={v}\n" for k, v in sorted(new.items())) + "\n").encode())
+        deadline = t0 + timeout
+        insmod = self._wait_frame("insmod", deadline, "L1 did not reload the KVM modules", timeout)
+        prof = self._wait_frame("profile", deadline, "L1 did not report its host profile after reloading", timeout)
+        self.params = new
+        self.info.insmod = list(insmod.lines)
+        self.profile = self._make_profile(prof, self._image)
+        self.profile.notes["emulated"]["reloaded"] = True
+        self.profile.notes["emulated"]["reload_seconds"] = round(time.monotonic() - t0, 2)
+        return self.profile
 
     def _make_profile(self, frame: Frame, image: L1Image) -> HostProfile:
         p = parse_profile(frame.lines, name=f"emulated:{self.label}")

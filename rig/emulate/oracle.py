@@ -1,8 +1,9 @@
 """The oracle matrix: emulated hosts as ground truth for the KVM policy model.
 
 ``data/oracle.toml`` lists kernels × L1 CPU models × KVM parameter sets.
-:func:`capture_matrix` boots each host once (a few in parallel) and saves its
-profile as ``<model>@<kernel-series>[,<params>].json``; :func:`check_profile`
+:func:`capture_matrix` boots each kernel × model once (a few in parallel),
+captures one profile per parameter set by reloading the KVM modules in that
+L1, and saves each as ``<model>@<kernel-series>[,<params>].json``; :func:`check_profile`
 compares the policy model's prediction from a profile with the profile's own
 measured ``KVM_GET_SUPPORTED_CPUID`` and counts what was compared.
 """
@@ -80,39 +81,67 @@ class Captured:
     error: str | None = None
 
 
-def capture_one(host: OracleHost, out_dir: Path | None = None) -> Captured:
+def _save(host: OracleHost, prof: HostProfile, series: str, out_dir: Path | None) -> Path | None:
+    if out_dir is None:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / host.file_name(series)
+    prof.save(path)
+    return path
+
+
+def capture_group(hosts: list[OracleHost], out_dir: Path | None = None) -> list[Captured]:
+    """Hosts sharing kernel and model: one L1 boot, then a module reload per further parameter set."""
+    out: list[Captured] = []
     t0 = time.monotonic()
+    first = hosts[0]
     try:
-        with EmulatedHost(host.model, host.kernel, list(host.params), l2=False) as h:
+        with EmulatedHost(first.model, first.kernel, list(first.params), l2=False) as h:
+            assert h.profile is not None and h._image is not None
+            series = h._image.series
             prof = h.profile
-            series = h.label.split("@", 1)[1].split(",", 1)[0]
+            out.append(Captured(first, prof, _save(first, prof, series, out_dir), time.monotonic() - t0))
+            for host in hosts[1:]:
+                t1 = time.monotonic()
+                try:
+                    prof = h.reload(list(host.params))
+                except RigError as e:
+                    out.append(Captured(host, None, None, time.monotonic() - t1, str(e)))
+                    continue
+                out.append(Captured(host, prof, _save(host, prof, series, out_dir), time.monotonic() - t1))
     except RigError as e:
-        return Captured(host, None, None, time.monotonic() - t0, str(e))
-    assert prof is not None
-    path = None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / host.file_name(series)
-        prof.save(path)
-    return Captured(host, prof, path, time.monotonic() - t0)
+        done = {c.host for c in out}
+        out += [Captured(x, None, None, time.monotonic() - t0, str(e)) for x in hosts if x not in done]
+    return out
+
+
+def capture_one(host: OracleHost, out_dir: Path | None = None) -> Captured:
+    """One host, one fresh boot."""
+    return capture_group([host], out_dir)[0]
 
 
 def capture_matrix(hosts: Iterable[OracleHost], out_dir: Path | None = None, *, parallel: int = 2,
                    progress: Callable[[Captured], None] | None = None) -> list[Captured]:
-    """Boot every host once (``parallel`` at a time); save profiles into ``out_dir``."""
+    """Capture every host; each kernel × model boots once (``parallel`` L1s at a time), the
+    parameter sets are module reloads in that L1.  Profiles are saved into ``out_dir``."""
     hosts = list(hosts)
     # fetch kernels and build images first, once each, so parallel boots do not race on the cache
     from ..images.l1 import l1_image_for
 
     for k in sorted({h.kernel for h in hosts}):
         l1_image_for(k, with_qemu=False)
+    groups: dict[tuple[str, str], list[OracleHost]] = {}
+    for h in hosts:
+        groups.setdefault((h.kernel, h.model), []).append(h)
     out: list[Captured] = []
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        for c in pool.map(lambda h: capture_one(h, out_dir), hosts):
-            out.append(c)
-            if progress:
-                progress(c)
-    return out
+        for caps in pool.map(lambda g: capture_group(g, out_dir), groups.values()):
+            for c in caps:
+                out.append(c)
+                if progress:
+                    progress(c)
+    order = {h: i for i, h in enumerate(hosts)}
+    return sorted(out, key=lambda c: order[c.host])
 
 
 # ------------------------------------------------------------------ checking

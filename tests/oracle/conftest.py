@@ -1,8 +1,10 @@
 """The oracle matrix, booted once per test session (rig/emulate/data/oracle.toml).
 
-Every host of the matrix is an L1 Debian kernel under TCG with real KVM; each
-boots exactly once (profile-only image, ``parallel`` at a time) and the tests
-share the captured profiles.  Set ``RIG_ORACLE_OUT=DIR`` to also save them.
+Every host of the matrix is an L1 Debian kernel under TCG with real KVM.  Each
+kernel × model boots exactly once (profile-only image, ``parallel`` at a
+time); its parameter sets are captured by reloading the KVM modules in that
+L1 (test_reload_equals_fresh_boot shows this is the same as booting afresh);
+the tests share the captured profiles.  Set ``RIG_ORACLE_OUT=DIR`` to also save them.
 """
 
 from __future__ import annotations

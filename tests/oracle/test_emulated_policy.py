@@ -68,3 +68,29 @@ def test_policy_prediction_equals_real_kvm(oracle_captures, host):
     assert res.error is None, res.error
     assert res.words > 0 and res.bits == 32 * res.words
     assert res.ok, res.describe()
+
+
+def test_oracle_detects_a_wrong_bit(oracle_captures):
+    """The check can fail: flip one measured bit (AVX2, 7.0.EBX[5]) and it is reported by name."""
+    import copy
+
+    p = copy.deepcopy(_captured(oracle_captures, HOSTS[0]))
+    ebx = p.kvm.supported.value(7, 0, "ebx")
+    p.kvm.supported.set_reg(7, 0, "ebx", ebx ^ (1 << 5))
+    res = check_profile(p, "flipped")
+    assert not res.ok
+    assert [(d.feature, str(d.location)) for d in res.differences] == [("AVX2", "0x7.0.EBX[5]")]
+
+
+def test_reload_equals_fresh_boot(oracle_captures):
+    """A parameter set captured by module reload (as the matrix does) equals a fresh L1 boot with it."""
+    from rig.emulate.oracle import capture_one
+
+    host = next(c.host for c in oracle_captures.values() if c.host.params)
+    fresh = capture_one(host)
+    assert fresh.error is None, fresh.error
+    reloaded = _captured(oracle_captures, str(host))
+    assert fresh.profile.kvm.supported_entries == reloaded.kvm.supported_entries
+    assert fresh.profile.kvm.emulated_entries == reloaded.kvm.emulated_entries
+    assert fresh.profile.kvm.modules == reloaded.kvm.modules
+    assert fresh.profile.raw == reloaded.raw and fresh.profile.kernel.flags == reloaded.kernel.flags

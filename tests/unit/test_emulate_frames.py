@@ -7,7 +7,7 @@ import zlib
 import pytest
 
 from rig.emulate.frames import FrameError, FrameReader
-from rig.emulate.host import EmulateError, params_label, parse_params
+from rig.emulate.host import EmulateError, params_label, parse_host_spec, parse_params
 from rig.emulate.l1profile import parse_profile
 from rig.emulate.l2 import L2Result, parse_qmp_section
 
@@ -110,3 +110,13 @@ def test_qmp_section_and_feature_words():
     assert r.feature_words().value(7, 0, "ebx") == 0x01A801A9
     assert r.filtered_features() is None
     assert errors == ["QMP conversation ended early"]
+
+
+def test_parse_host_spec():
+    h = parse_host_spec("emulated:EPYC-Rome@6.12,npt=0,kvm.enable_pmu=N")
+    assert (h.cpu, h.kernel, h.params) == ("EPYC-Rome", "6.12", {"kvm_amd.npt": "0", "kvm.enable_pmu": "N"})
+    assert str(h) == "emulated:EPYC-Rome@6.12,kvm.enable_pmu=N,npt=0"
+    assert parse_host_spec("max@7.x").params == {}
+    for bad in ["EPYC-Rome", "emulated:@6.1", "EPYC@", "EPYC@6.1,npt"]:
+        with pytest.raises(EmulateError):
+            parse_host_spec(bad)
