@@ -78,7 +78,9 @@ class ProbeReader:
             self.report = parse_transcript(serial_text, case=self.case_id, transcript_path=self.serial_path)
         except ProbeProtocolError as e:
             self.error = e
-            return ProbeVerdict(False, f"probe transcript unusable: {e.problem} (QEMU exit status {exit_code})")
+            why = (" after a guest reset (QEMU exits 0 on reset with -no-reboot: a triple fault?)" if exit_code == 0
+                   else f" (QEMU exit status {exit_code})")
+            return ProbeVerdict(False, f"probe transcript unusable: {e.problem}{why}")
         if not self.report.ok:
             return ProbeVerdict(False, f"probe reported {self.report.status}")
         return ProbeVerdict(True, "probe reported")
