@@ -123,6 +123,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if res.ok(strict=args.strict) else 1
 
 
+def cmd_libvirt(args: argparse.Namespace) -> int:
+    from ..host.importer import import_dump
+    from .libvirt import agreement
+
+    d = Path(args.dir)
+    dumps = sorted(x for x in d.glob("x86_64-cpuid-*.xml") if not x.stem.endswith(("-enabled", "-disabled")))
+    if not dumps:
+        raise PolicyError(f"{d}: no libvirt x86_64-cpuid-*.xml dumps", hint="point at libvirt's tests/cputestdata")
+    pol, why = _load(args.kernel)
+    total = agree = 0
+    print(f"model ({why}) vs libvirt -enabled/-disabled bits (QEMU+KVM -cpu host; comparable bits only)")
+    for x in dumps:
+        a = agreement(import_dump(x), pol)
+        if a is None:
+            continue
+        total += a.comparable
+        agree += a.agree
+        print(f"  {a.name:38} {a.agree:4}/{a.comparable:<4} {100 * a.ratio:5.1f}%"
+              + (f"  enabled, not predicted: {' '.join(a.enabled_not_predicted)}" if a.enabled_not_predicted else "")
+              + (f"  disabled, predicted: {' '.join(a.disabled_but_predicted)}" if a.disabled_but_predicted else ""))
+    if total:
+        print(f"  total {agree}/{total} = {100 * agree / total:.1f}%")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     top = sub.add_parser("policy", help="KVM feature-policy model: per-kernel policies, explain, diff, check",
                          description="The KVM policy layer: what KVM_GET_SUPPORTED_CPUID returns for a host "
@@ -163,6 +188,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("version_b", metavar="VER_B")
     common(x, profile_required=False)
     x.set_defaults(func=cmd_diff)
+    x = ps.add_parser("libvirt", help="agreement of the model with libvirt cputestdata (-enabled/-disabled bits)")
+    x.add_argument("dir", metavar="DIR", help="folder with libvirt x86_64-cpuid-*.xml files")
+    x.add_argument("--kernel", metavar="VER", default="6.12", help="policy to use (default 6.12)")
+    x.set_defaults(func=cmd_libvirt)
     x = ps.add_parser("check", help="compare the prediction with the profile's measured KVM_GET_SUPPORTED_CPUID")
     common(x)
     x.add_argument("--kernel", metavar="VER", help="kernel version (default: the profile's)")

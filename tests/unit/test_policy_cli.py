@@ -111,3 +111,10 @@ def test_libvirt_profile_needs_a_kernel_version(capsys, libvirt_data, tmp_path):
     rc, out, _ = run(capsys, "policy", "explain", "TSA_SQ_NO", "--profile", str(p), "--kernel", "6.18")
     assert rc == 0 and "pre-fix SYNTHESIZED_F" in out and "KVM_GET_SUPPORTED_CPUID 0x80000021.ECX[1] = 1" in out
     assert "kernel caps are assumed" in out
+
+
+def test_libvirt_agreement_command(capsys, libvirt_data, tmp_path):
+    rc, out, _ = run(capsys, "policy", "libvirt", str(libvirt_data), "--kernel", "6.12")
+    assert rc == 0 and "EPYC-7713-64-Core" in out and "total " in out
+    rc, _, err = run(capsys, "policy", "libvirt", str(tmp_path))
+    assert rc == 2 and "no libvirt" in err
