@@ -589,7 +589,9 @@ class SshSession:
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
                     got = True
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                # sshd may send exit-status before the last output: done only after EOF too
+                if chan.exit_status_ready() and (chan.eof_received or chan.closed) and not chan.recv_ready() \
+                        and not chan.recv_stderr_ready():
                     break
                 if time.monotonic() - t0 > timeout:
                     raise SshCommandTimeout(f"command {command!r} did not finish within {timeout:g} s in the guest")
