@@ -358,6 +358,8 @@ def predict_guest(
     levels = {"min-level": 0, "min-xlevel": 0, "min-xlevel2": 0, "min-level-func7": 0}
     if base_def is not None:
         levels["min-level"], levels["min-xlevel"] = base_def.level, base_def.xlevel
+    elif is_max:
+        pass  # max/host have no definition: min levels start at 0 (KVM: the supported table's, below)
     else:
         levels["min-level"] = int(props.get("min-level", 0) or 0)
         levels["min-xlevel"] = int(props.get("min-xlevel", 0) or 0)

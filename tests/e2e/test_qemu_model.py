@@ -158,3 +158,27 @@ def test_kvm_predictions_from_measured_supported_table(qemu72: QemuBinary) -> No
                 bad.append(f"{line} {machine}: {[str(x.location) for x in d]} filtered {[str(x.location) for x in df]}")
     assert compared >= 10
     assert not bad, "\n".join(bad)
+
+
+def test_levels_with_properties_match_full_expansion(qemu72: QemuBinary) -> None:
+    """Level raising after -cpu properties: full expansion with props == the model's levels."""
+    import json
+    import subprocess
+
+    combos = [("max", {"svm": False}), ("max", {"xsave": False, "xsaveopt": False}), ("qemu64", {"svm": False}),
+              ("Opteron_G1", {"smep": True}), ("Opteron_G1", {"arat": True}), ("Opteron_G1", {"invtsc": True}),
+              ("EPYC-Rome", {"svm": False}), ("core2duo", {"xsave": True, "avx": True}), ("486", {"lm": True})]
+    cmds = [{"execute": "qmp_capabilities"}] + [
+        {"execute": "query-cpu-model-expansion", "arguments": {"type": "full", "model": {"name": m, "props": p}}}
+        for m, p in combos] + [{"execute": "quit"}]
+    out = subprocess.run([str(qemu72.path), "-M", "none", "-accel", "tcg", "-nodefaults", "-display", "none",
+                          "-qmp", "stdio"], input="".join(json.dumps(c) + "\n" for c in cmds), capture_output=True,
+                         text=True, timeout=60, check=False).stdout
+    replies = [json.loads(line)["return"] for line in out.splitlines() if '"return"' in line][1 : len(combos) + 1]
+    assert len(replies) == len(combos)
+    facts = gather_facts(qemu72)
+    for (model, props), r in zip(combos, replies, strict=True):
+        line = ",".join([model] + [f"{k}={'on' if v else 'off'}" for k, v in props.items()])
+        p = predict_guest(facts, line, "tcg", "none")
+        full = r["model"]["props"]
+        assert (p.levels["level"], p.levels["xlevel"]) == (full["level"], full["xlevel"]), line
