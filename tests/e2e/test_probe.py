@@ -81,6 +81,14 @@ def test_long_mode_table_equals_qmp_feature_words(probe, cpu, tmp_path):
 
 
 @pytest.mark.parametrize("machine", ["q35", "pc"])
+def test_pvh_boots_on_pc_machines_too(probe, machine, tmp_path):
+    run = run_probe(probe, cpu="EPYC-Rome", workdir=tmp_path, machine=machine)
+    assert run.ok, f"{run.observation.outcome}: {run.observation.message}"
+    assert run.report.modes == ("prot32", "long64")
+    assert word_diffs(run.report.tables["long64"], run.observation.feature_words) == []
+
+
+@pytest.mark.parametrize("machine", ["q35", "pc"])
 def test_bootsector_reports_real_mode_through_seabios(probe, machine, tmp_path):
     run = run_probe(probe, cpu="Skylake-Server", workdir=tmp_path, machine=machine, form="bootsector")
     assert run.ok, f"{run.observation.outcome}: {run.observation.message}"
