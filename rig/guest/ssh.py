@@ -6,6 +6,7 @@ image (qcow2/raw with its own bootloader) plus the login to use::
 
     guest = SshGuest(image)                                   # the rig's image: everything recorded
     guest = SshGuest("disk.qcow2", user="debian", key="id_ed25519", host_key="ssh_host_ed25519_key.pub")
+    guest = SshGuest("root.img", user=..., key=..., host_key=..., kernel="vmlinuz", initrd=..., append=...)
     obs = guest.run_case(QemuCommand(machine="q35", accel="tcg", cpu="Skylake-Server"), workdir=d)
     obs.probe.tables["user"], obs.cpuinfo_flags, obs.vulnerabilities, obs.insncheck.findings
 
@@ -284,6 +285,9 @@ class SshGuest:
         *,
         memory: str = DEFAULT_MEMORY,
         tools: Mapping[str, Path] | None = None,
+        kernel: str | Path | None = None,
+        initrd: str | Path | None = None,
+        append: str | None = None,
     ) -> None:
         self.memory = memory
         self._tools = dict(tools) if tools else None
@@ -304,7 +308,15 @@ class SshGuest:
             missing = [n for n, v in (("user", user), ("key", key), ("host_key", host_key)) if not v]
             if missing:
                 raise SshConfigError(f"ssh guest image {p}: a user image needs {', '.join(missing)} too")
-            self.boot_disk = BootDisk(p, _disk_format(p))
+            if (initrd is not None or append is not None) and kernel is None:
+                raise SshConfigError(f"ssh guest image {p}: initrd/append need a kernel")
+            for what, f in (("kernel", kernel), ("initrd", initrd)):
+                if f is not None and not Path(f).expanduser().is_file():
+                    raise SshConfigError(f"ssh guest image {p}: {what} {f} does not exist")
+            self.boot_disk = BootDisk(
+                p, _disk_format(p), Path(kernel).expanduser() if kernel else None,
+                Path(initrd).expanduser() if initrd else None, append,
+            )
             self.name = str(p)
         assert user and key and host_key
         self.user = user
@@ -318,7 +330,7 @@ class SshGuest:
         ``image = "rig"`` (or no image) means the rig's own image, built on demand.
         Relative paths are taken from ``base`` (the matrix file's folder).
         """
-        unknown = set(spec) - {"type", "image", "user", "key", "host_key", "memory"}
+        unknown = set(spec) - {"type", "image", "user", "key", "host_key", "memory", "kernel", "initrd", "append"}
         if unknown:
             raise SshConfigError(f"{where}: unknown ssh guest field(s) {', '.join(sorted(unknown))}")
 
@@ -339,7 +351,8 @@ class SshGuest:
         if host_key is not None and not any(t in str(host_key).split() for t in _KEY_TYPES):
             host_key = path(host_key)
         return cls(img, spec.get("user"), path(spec.get("key")), host_key,
-                   memory=str(spec.get("memory", DEFAULT_MEMORY)))
+                   memory=str(spec.get("memory", DEFAULT_MEMORY)), kernel=path(spec.get("kernel")),
+                   initrd=path(spec.get("initrd")), append=spec.get("append"))
 
     # -- QEMU ------------------------------------------------------------------------
 

@@ -183,9 +183,23 @@ def test_skylake_observation(image, skylake, tmp_path):
     assert obs.insncheck.by_test("avx512f").verdict == "hidden-faults"
 
 
+def _as_user_image(image, tmp_path) -> SshGuest:
+    """The rig's disk given the way a user's image is: explicit login, host key file, no tools inside."""
+    host_pub = tmp_path / "ssh_host_ed25519_key.pub"
+    host_pub.write_text(image.host_key + "\n")
+    return SshGuest.from_spec(
+        {"type": "ssh", "image": str(image.disk), "user": "root", "key": str(image.key), "host_key": host_pub.name,
+         "kernel": str(image.kernel), "initrd": str(image.initrd), "append": image.append},
+        base=tmp_path,
+    )
+
+
 @pytest.mark.parametrize("cpu", [m for m in MODELS if m != "Skylake-Server"])
 def test_run_case(image, cpu, tmp_path):
-    obs = SshGuest(image).run_case(_command(cpu), workdir=tmp_path / "guest")
+    # qemu64 boots the disk as a user image would be given (tools uploaded over SSH), EPYC-Rome as the rig's image
+    guest = _as_user_image(image, tmp_path) if cpu == "qemu64" else SshGuest(image)
+    assert (guest.boot_disk.tools_dir is None) == (cpu == "qemu64")
+    obs = guest.run_case(_command(cpu), workdir=tmp_path / "guest")
     assert comparable(obs.probe.tables["user"]) == comparable(pvh_probe_table(cpu, tmp_path))
     assert [r.line() for r in obs.insncheck.advertised_but_faults] == []
     if cpu == "qemu64":
