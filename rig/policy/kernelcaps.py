@@ -124,8 +124,22 @@ def _assume_hw(policy: Policy, raw: CpuidTable, caps: KernelCaps, names: set[str
                 caps.absent_reasons[name] = f"raw CPUID 0x{s.leaf:x}.{s.subleaf}.{s.reg.upper()}[{s.bit}] is 0 (scattered.c)"
 
 
-def _apply_rules(policy: Policy, raw: CpuidTable, caps: KernelCaps, names: set[str] | None) -> None:
+def _version_ok(rule: dict[str, Any], policy: Policy) -> bool:
+    from .store import version_key
+
+    v = version_key(policy.version)[:2]
+    if rule.get("since") and v < version_key(rule["since"])[:2]:
+        return False
+    if rule.get("before") and v >= version_key(rule["before"])[:2]:
+        return False
+    return True
+
+
+def _apply_rules(policy: Policy, raw: CpuidTable, caps: KernelCaps, names: set[str] | None,
+                 cmdline: str | None = None) -> None:
     fx = facts(raw)
+    words = (cmdline or "").split()
+    fx["mitigations_off"] = "mitigations=off" in words
 
     def value(a: cond.Atom) -> bool:
         if a.kind == "has":
@@ -139,9 +153,12 @@ def _apply_rules(policy: Policy, raw: CpuidTable, caps: KernelCaps, names: set[s
         return False
 
     for rule in _rules()["rules"]:
+        if not _version_ok(rule, policy):
+            continue
         node = cond.parse(rule["when"], "assumed-caps.json")
         hit = cond.evaluate(node, value)
-        why = f"assumed: {rule['src']} ({rule['when']})"
+        span = "".join(f" [{k} {rule[k]}]" for k in ("since", "before") if rule.get(k))
+        why = f"assumed: {rule['src']} ({rule['when']}){span}"
         for name in rule.get("set", []):
             if name not in policy.features or (names is not None and name not in names):
                 continue
@@ -171,14 +188,14 @@ def kernel_caps(profile: HostProfile, policy: Policy) -> KernelCaps:
             caps = _from_flags(k, policy)
             caps.assumed.update(k.assumed_reasons)
             return caps
-        return derive(profile.raw, policy)
+        return derive(profile.raw, policy, k.cmdline)
     caps = _from_flags(k, policy)
     caps.from_profile = True
     # flags /proc/cpuinfo does not show: assume them from raw CPUID and rules
     hidden = {n for n, f in policy.features.items() if f.kernel and not f.cpuinfo}
     hidden |= {f"bug:{n}" for n, b in policy.bugs.items() if not b.cpuinfo}
     _assume_hw(policy, profile.raw, caps, hidden)
-    _apply_rules(policy, profile.raw, caps, hidden)
+    _apply_rules(policy, profile.raw, caps, hidden, k.cmdline)
     for n in list(caps.assumed):
         caps.assumed[n] += " -- hidden from /proc/cpuinfo on this kernel version"
     return caps
@@ -198,10 +215,10 @@ def _from_flags(k: KernelInfo, policy: Policy) -> KernelCaps:
     return caps
 
 
-def derive(raw: CpuidTable, policy: Policy) -> KernelCaps:
+def derive(raw: CpuidTable, policy: Policy, cmdline: str | None = None) -> KernelCaps:
     caps = KernelCaps()
     _assume_hw(policy, raw, caps, None)
-    _apply_rules(policy, raw, caps, None)
+    _apply_rules(policy, raw, caps, None, cmdline)
     return caps
 
 
@@ -212,7 +229,7 @@ def assume_kernel_caps(profile: HostProfile, policy: Policy) -> KernelInfo:
     names for flags that version hides); ``assumed_reasons`` says why each
     flag was assumed.
     """
-    caps = derive(profile.raw, policy)
+    caps = derive(profile.raw, policy, profile.kernel.cmdline)
     flags, reasons = [], {}
     for name in sorted(caps.features):
         f = policy.features[name]

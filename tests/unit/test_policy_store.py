@@ -85,3 +85,15 @@ def test_libvirt_agreement_figures(libvirt_data, capsys):
     print(f"libvirt agreement (linux-6.12 policy): {agree}/{total} = {100 * agree / total:.1f}%, worst CPU {100 * worst:.1f}%")
     assert total > 1500
     assert agree / total > 0.95 and worst > 0.9
+
+
+def test_srso_flags_follow_kernel_version_and_mitigations_off(libvirt_data):
+    """bugs.c:srso_select_mitigation() (6.1) skips IBPB_BRTYPE/SBPB with mitigations=off; 6.12+ sets them in init_amd()."""
+    from rig.policy.kernelcaps import derive
+
+    prof = import_dump(libvirt_data / "x86_64-cpuid-EPYC-7713-64-Core.xml")  # Zen3, family 19h
+    p61, p73 = load_policy("6.1"), load_policy("7.3")
+    assert {"IBPB_BRTYPE", "SBPB"} <= derive(prof.raw, p61).features
+    assert not {"IBPB_BRTYPE", "SBPB"} & derive(prof.raw, p61, "quiet mitigations=off").features
+    assert {"IBPB_BRTYPE", "SBPB"} <= derive(prof.raw, p73, "mitigations=off").features
+    assert "SRSO" in derive(prof.raw, p61).bugs
