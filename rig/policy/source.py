@@ -132,6 +132,10 @@ def fetch_source(series: str, archive: DebianArchive | None = None, *, version: 
     if not re.fullmatch(r"\d+\.\d+", series):
         raise SourceError(f"kernel series {series!r} not understood (expected e.g. 6.1, 6.12, 7.3)")
     package = f"linux-source-{series}"
+    if version is not None:
+        for s in cached_sources():
+            if s.series == series and s.package_version == version:
+                return s
     try:
         archive = archive or DebianArchive.default()
         vs = archive.versions(package)

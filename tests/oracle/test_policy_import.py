@@ -9,6 +9,7 @@ step was read from.
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import resources
 
@@ -26,10 +27,15 @@ _OP_CALL = {"init": "kvm_cpu_cap_init", "mask": "kvm_cpu_cap_mask", "init_kvm_de
 
 @pytest.fixture(scope="module", params=POLICY_SERIES)
 def source(request):
+    """The exact package version the committed policy was imported from (newer uploads need a re-import)."""
+    committed = json.loads(resources.files("rig.policy").joinpath(f"data/linux-{request.param}.json").read_text())
+    version = committed["source"]["package_version"]
     try:
-        return fetch_source(request.param)
+        return fetch_source(request.param, version=version)
     except (SourceError, DebianError) as e:
-        pytest.skip(f"linux-source-{request.param} not fetchable here: {e}")
+        pytest.skip(f"linux-source-{request.param}={version} not fetchable here ({e}); if Debian superseded it, "
+                    f"re-import: rig policy fetch {request.param} && rig policy import TREE -o "
+                    f"rig/policy/data/linux-{request.param}.json")
 
 
 @pytest.fixture(scope="module")
