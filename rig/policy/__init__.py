@@ -1,13 +1,22 @@
 """KVM feature-policy model: what KVM_GET_SUPPORTED_CPUID returns, per kernel version.
 
-Public API (used by other layers and by the emulated-host oracle)::
+Public API (used by other layers and by the emulated-host oracle; keep stable)::
 
-    policy = load_policy("6.12")                 # nearest not-newer policy file
+    policy = load_policy("6.12")                 # nearest not-newer policy file ("7.3.4+deb13-cloud-amd64" works)
     pred = predict_supported(profile, policy, {"kvm_amd.nested": "0"})
-    pred.table                                   # CpuidTable
-    pred.trace(0x80000021, 0, "ecx", 1)          # list[TraceStep], layer by layer
-    compare_supported(pred.table, measured, policy)  # list[Difference]
+    pred.table                                   # CpuidTable: predicted KVM_GET_SUPPORTED_CPUID
+    pred.trace(0x80000021, 0, "ecx", 1)          # list[TraceStep], layer by layer, with kernel source locations
+    compare_supported(pred.table, measured, policy)  # list[Difference], named by feature and word
     assume_kernel_caps(profile, policy)          # KernelInfo marked assumed
+
+    from rig.policy import check                 # module: check.check(profile, policy) -> CheckResult
+    from rig.policy.store import select          # (entry, why) for a kernel version
+
+Policies are data (rig/policy/data): ``linux-VER.json`` imported from Debian's
+linux-source packages by ``rig policy import`` (:mod:`.importer`), the shared
+hand-written ``linux.overlay.json`` (hardware-setup rules of module parameters,
+meanings of C conditions the importer cannot translate), and hand-written
+variants such as ``linux-7.3-tsa-prefix.json`` (pre-fix SYNTHESIZED_F).
 """
 
 from __future__ import annotations

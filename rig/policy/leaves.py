@@ -3,9 +3,17 @@
 ``KVM_GET_SUPPORTED_CPUID`` walks 0..max basic, 0x40000000..0x40000001 and
 0x80000000..max extended (and 0xC0000000.. on Centaur/Zhaoxin), starting from
 the host's CPUID and rewriting each leaf by a per-leaf rule.  The version
-differences (max leaves, subleaf limits, which leaves exist) are parameters
-in the policy's ``leaves`` section; the rules themselves follow
+differences (max leaves, subleaf limits, which ``case`` labels exist, which
+caps words override which registers, KVM_SUPPORTED_XCR0/XSS, the host
+kernel's xfeatures) are parameters in the policy's ``leaves`` section, read
+from the tree by :mod:`.importer_leaves`; the rules themselves follow
 arch/x86/kvm/cpuid.c and are written here once.
+
+Approximations (no profile records them): the PMU leaves 0xA/0x80000022 use
+the host's CPUID clamped to KVM's limits (version 2, 8 GP, 3 fixed counters:
+arch/x86/kvm/pmu.c kvm_init_pmu_capability) instead of perf's answer;
+GuestPhysAddrSize assumes 5-level TDP iff the kernel has LA57; KVM_FEATURE_
+STEAL_TIME assumes ``sched_info_on()`` (Debian kernels enable schedstats).
 """
 
 from __future__ import annotations
