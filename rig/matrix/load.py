@@ -28,7 +28,8 @@ GENERATORS = ("model-features-off", "catalogue-features-on")
 GROUP_KEYS = {"name", "models", "variants", "machines", "accels", "guests", "qemu", "hosts", "timeout", "exclude"}
 DEFAULT_KEYS = GROUP_KEYS - {"name", "models", "exclude"}
 MATCH_KEYS = ("model", "variant", "machine", "accel", "guest", "host", "qemu", "qemu_version", "case")
-_HOST = re.compile(r"^(native|simulate(:[^@\s]+(@\S+)?)?|emulated:[A-Za-z0-9_.-]+@[0-9][0-9A-Za-z.+~-]*)$")
+_HOST = re.compile(r"^(native|simulate(:[^@\s]+(@\S+)?)?"
+                   r"|emulated:[A-Za-z0-9_.-]+@[0-9A-Za-z.+~-]+(,[A-Za-z0-9_.]+=[A-Za-z0-9_.-]+)*)$")
 _FLAG = re.compile(r"^([+-][A-Za-z0-9_.-]+|[A-Za-z0-9_.-]+=(on|off|true|false))$")
 
 
@@ -146,7 +147,7 @@ def _group(ctx: _Ctx, d: Any, index: int, defaults: dict) -> Group:
         guests=ctx.str_list(merged, "guests", path, default=("probe",), allowed=GUESTS, what="guest"),
         qemu=ctx.str_list(merged, "qemu", path, default=("system",), what="QEMU binary (\"system\", a path or a version)"),
         hosts=ctx.str_list(merged, "hosts", path, default=("native",), pattern=_HOST,
-                           what="host (native, simulate[:PROFILE[@KERNEL]], emulated:MODEL@KERNEL)"),
+                           what="host (native, simulate[:PROFILE[@KERNEL]], emulated:MODEL@KERNEL[,param=value...])"),
         timeout=ctx.number(merged, "timeout", path, 20.0),
         exclude=_exclude(ctx, d, path),
     )

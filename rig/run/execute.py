@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,13 +49,11 @@ def check_hosts(cases: Sequence[Case]) -> None:
         check_guest(c.guest)
         if c.host.startswith("emulated:"):
             try:
-                import rig.emulate  # noqa: F401  (another module; wired when it exists)
-            except ImportError:
-                raise HostNotAvailable(
-                    f"case {c.id}: emulated hosts ({c.host}) are not available yet (rig.emulate is missing)",
-                    hint="use hosts = [\"native\"] or [\"simulate\"] for now") from None
-            raise HostNotAvailable(f"case {c.id}: emulated hosts are not wired into `rig run` yet",
-                                   hint="use hosts = [\"native\"] or [\"simulate\"] for now")
+                from ..emulate.host import parse_host_spec
+            except ImportError as e:
+                raise HostNotAvailable(f"case {c.id}: emulated hosts ({c.host}) are not available ({e})",
+                                       hint="use hosts = [\"native\"] or [\"simulate\"]") from None
+            parse_host_spec(c.host)
 
 
 @dataclass
@@ -203,28 +202,62 @@ ProgressFn = Callable[[CaseResult], None]
 
 async def run_cases(ctx: RunContext, cases: Sequence[Case], *, jobs: int,
                     on_result: ProgressFn | None = None) -> list[CaseResult]:
-    """Run ``cases`` with ``jobs`` workers; every result is appended to the run directory as it finishes."""
-    queue: asyncio.Queue[Case] = asyncio.Queue()
+    """Run ``cases`` with ``jobs`` workers; every result is appended to the run directory as it finishes.
+
+    Cases of one emulated host form one work item (one L1 boot, its L2 cases in turn, in a thread)."""
+    from .emulated import EmulatedGroup
+
+    queue: asyncio.Queue[Case | EmulatedGroup] = asyncio.Queue()
+    groups: dict[str, EmulatedGroup] = {}
     for c in cases:
-        queue.put_nowait(c)
+        if c.host.startswith("emulated:"):
+            if c.host not in groups:
+                groups[c.host] = EmulatedGroup(c.host, [])
+                queue.put_nowait(groups[c.host])
+            groups[c.host].cases.append(c)
+        else:
+            queue.put_nowait(c)
     results: list[CaseResult] = []
+    loop = asyncio.get_running_loop()
+
+    def record(r: CaseResult) -> None:
+        ctx.rundir.append(r)
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+
+    def record_from_thread(r: CaseResult) -> None:
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                record(r)
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(call)
+        except RuntimeError:  # the loop is gone (cancelled run): the case is simply not recorded
+            return
+        done.wait(30)
 
     async def worker() -> None:
         while True:
             try:
-                case = queue.get_nowait()
+                item = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            r = await run_case(ctx, case)
-            ctx.rundir.append(r)
-            results.append(r)
-            if on_result is not None:
-                on_result(r)
+            if isinstance(item, EmulatedGroup):
+                await asyncio.to_thread(item.run, ctx, record_from_thread)
+            else:
+                record(await run_case(ctx, item))
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(jobs, len(cases) or 1)))]
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(jobs, queue.qsize() or 1)))]
     try:
         await asyncio.gather(*workers)
     except BaseException:
+        for g in groups.values():
+            g.cancel()
         for w in workers:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)

@@ -1,0 +1,142 @@
+"""Cases on an emulated host (``emulated:MODEL@KERNEL[,param=value...]``): real KVM of a Debian kernel in L1.
+
+All cases of one host run in one L1 boot (rig.emulate.EmulatedHost), one L2 QEMU at a time, in a worker
+thread (EmulatedHost is synchronous).  Per case the views are: configured = L2 QEMU's QMP feature-words,
+observed = the probe in L2, and a fourth, the ``kvm`` view: the KVM policy model's prediction of L1's
+``KVM_GET_SUPPORTED_CPUID`` (rig.policy) against the real one L1 measured.  An L1 that fails to boot
+makes every case of the host a ``rig-error`` result naming why (the run goes on).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..compare.known import case_fields, match_outcome
+from ..compare.threeway import IssueRef, compare
+from ..cpuid.table import CpuidTable
+from ..errors import RigError
+from ..matrix.model import Case
+from ..qemu.launcher import classify
+from .guests import ProbeReader, split_machine
+from .result import CaseResult, judge
+from .rundir import write_json
+
+EXIT_KILLED = 137  # busybox timeout -s KILL inside L1
+
+
+def _exit_code(status: int) -> int:
+    """A shell's 128+N for a signal-killed QEMU -> -N (as subprocess reports it)."""
+    return -(status - 128) if 128 < status < 160 and status != EXIT_KILLED else status
+
+
+def kvm_prediction(profile: Any) -> tuple[CpuidTable | None, str]:
+    """The policy model's KVM_GET_SUPPORTED_CPUID for an L1 profile (None and why when it cannot)."""
+    try:
+        from ..policy import load_policy, predict_supported
+    except ImportError as e:
+        return None, f"KVM policy model not available ({e})"
+    try:
+        release = profile.kernel.release if profile.kernel else ""
+        return predict_supported(profile, load_policy(release)).table, ""
+    except RigError as e:
+        return None, f"no KVM prediction: {e}"
+
+
+class EmulatedGroup:
+    """Every case of one emulated host; :meth:`run` is called in a worker thread."""
+
+    def __init__(self, host: str, cases: Sequence[Case]) -> None:
+        self.host = host
+        self.cases = list(cases)
+        self.stop = threading.Event()
+        self._active: Any = None
+
+    def cancel(self) -> None:
+        """From the event loop's thread: stop after the current case and power L1 off now."""
+        self.stop.set()
+        h = self._active
+        if h is not None:
+            try:
+                h.close()
+            except Exception:  # noqa: BLE001  (best effort while cancelling)
+                pass
+
+    def run(self, ctx: Any, emit: Callable[[CaseResult], None]) -> None:
+        from ..emulate.host import EmulatedHost
+
+        t0 = time.perf_counter()
+        try:
+            host = EmulatedHost.from_spec(self.host, workdir=ctx.rundir.path / "hosts" / self.host.replace(":", "-"))
+            self._active = host
+            host.__enter__()
+        except RigError as e:
+            for c in self.cases:
+                r = CaseResult(c, "rig-error", message=f"emulated host {self.host} did not come up: {e}",
+                               duration_s=time.perf_counter() - t0)
+                emit(judge(r, ctx.matrix.fail_on))
+            return
+        try:
+            kvm_pred, kvm_note = kvm_prediction(host.profile)
+            for c in self.cases:
+                if self.stop.is_set():
+                    return
+                emit(self._one(ctx, host, c, kvm_pred, kvm_note))
+        finally:
+            self._active = None
+            host.__exit__(None, None, None)
+
+    def _one(self, ctx: Any, host: Any, case: Case, kvm_pred: CpuidTable | None, kvm_note: str) -> CaseResult:
+        t0 = time.perf_counter()
+        workdir = ctx.rundir.case_dir(case.id)
+        result = CaseResult(case, "rig-error", artifacts=str(workdir.relative_to(ctx.rundir.path)))
+        try:
+            base, form = split_machine(case.machine)
+            if form != "pvh" or case.accel != "kvm":
+                raise RigError(f"emulated hosts run -M microvm -accel kvm L2 cases only, not -M {case.machine} "
+                               f"-accel {case.accel}")
+            r = host.run_probe(case.cpu_arg, base, timeout=case.timeout, qmp=True)
+            (workdir / "cmdline.txt").write_text("(inside L1) qemu-system-x86_64 " + " ".join(r.args) + "\n")
+            (workdir / "serial.log").write_text(r.serial)
+            (workdir / "stderr.log").write_text(r.stderr)
+            write_json(workdir / "qmp.json", {"replies": r.qmp, "errors": r.qmp_errors})
+            reader = ProbeReader(case.id, workdir / "serial.log")
+            code = _exit_code(r.exit_status)
+            outcome, message = classify(
+                exit_code=code, timed_out=r.timed_out, qmp_ready=bool(r.qmp) or code in (33, 35),
+                qmp_error="; ".join(r.qmp_errors) or None, stderr=r.stderr, serial_text=r.serial,
+                probe_check=reader, timeout=case.timeout, shutdown="L1's timeout (SIGKILL)")
+            version = getattr(host, "_outer_version", None)
+            result.outcome, result.message, result.qemu_version = outcome, message, version
+            if outcome != "ok":
+                issue = match_outcome(ctx.matrix.known_issues, case_fields(case, version), outcome)
+                result.outcome_issue = IssueRef.of(issue) if issue else None
+            observed = reader.report.tables if reader.report is not None and outcome == "ok" else {}
+            configured = r.feature_words()
+            measured = host.profile.kvm.supported
+            pred = ctx.predictor(case, "", None)
+            comparison = compare(case, predicted=pred.table, configured=configured, observed=observed,
+                                 known=ctx.matrix.known_issues, qemu_version=version,
+                                 kvm_predicted=kvm_pred, kvm_measured=measured)
+            result.findings = comparison.findings
+            from .execute import observed_mode, words_of
+
+            mode = observed_mode(observed)
+            result.words = words_of(comparison.scope, pred.table, configured, observed.get(mode) if mode else None)
+            if kvm_note and outcome == "ok":
+                result.message = f"{message}; {kvm_note}"
+            write_json(workdir / "views.json", {
+                "predicted": None if pred.table is None else pred.table.to_json(),
+                "configured": None if configured is None else configured.to_json(),
+                "observed": {m: t.to_json() for m, t in observed.items()}, "observed_mode": mode,
+                "kvm_predicted": None if kvm_pred is None else kvm_pred.to_json(),
+                "kvm_measured": None if measured is None else measured.to_json(),
+                "l1": host.label, "exit_code": r.exit_status, "form": form, "image": str(ctx.probe.pvh),
+            })
+        except RigError as e:
+            result.outcome, result.message = "rig-error", str(e)
+        result.duration_s = time.perf_counter() - t0
+        result.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return judge(result, ctx.matrix.fail_on)
