@@ -69,7 +69,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_fetch(args: argparse.Namespace) -> int:
     from .source import fetch_source
 
-    s = fetch_source(args.series)
+    s = fetch_source(args.series, version=args.package_version)
     print(f"{s.package} {s.package_version} ({s.suite}): {s.tree}")
     return 0
 
@@ -162,6 +162,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.set_defaults(func=cmd_show)
     x = ps.add_parser("fetch", help="fetch Debian's linux-source-SERIES and cache the files the importer reads")
     x.add_argument("series", help="e.g. 6.1, 6.12, 7.3")
+    x.add_argument("--package-version", metavar="VER", help="exact Debian version (default: the newest), e.g. 6.1.176-1")
     x.set_defaults(func=cmd_fetch)
     x = ps.add_parser("import", help="generate a policy file from a kernel source tree")
     x.add_argument("tree", metavar="KERNEL_SRC_DIR")

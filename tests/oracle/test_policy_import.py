@@ -81,3 +81,15 @@ def test_macro_era_matches_the_tree(source, imported):
         assert ("SYNTHESIZED_F", "TSA_SQ_NO") in tsa[0].features
     else:
         assert any(s.op == "check_and_set" for s in tsa)
+
+
+def test_cli_fetch_and_import_as_a_user_runs_them(source, tmp_path, capsys):
+    from rig.cli import main
+
+    assert main(["policy", "fetch", source.series, "--package-version", source.package_version]) == 0
+    out = capsys.readouterr().out
+    assert str(source.tree) in out and source.package_version in out
+    dest = tmp_path / f"linux-{source.series}.json"
+    assert main(["policy", "import", str(source.tree), "-o", str(dest)]) == 0
+    committed = resources.files("rig.policy").joinpath(f"data/linux-{source.series}.json").read_text()
+    assert dest.read_text() == committed
