@@ -126,7 +126,8 @@ class Evaluator:
             out[f.word] = out.get(f.word, 0) | (1 << f.bit)
         for w in self.p.words.values():
             if w.kernel and w.leaf is not None:
-                out[w.name] = out.get(w.name, 0) | (self.raw_word(w.name) & ~named.get(w.name, 0))
+                # get_cpu_cap() reads a leaf only within the max leaf of its range
+                out[w.name] = out.get(w.name, 0) | (self.raw_word(w.name, checked=True) & ~named.get(w.name, 0))
         return out
 
     def raw_word(self, word: str, *, checked: bool | None = None) -> int:
