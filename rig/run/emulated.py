@@ -45,6 +45,23 @@ def kvm_prediction(profile: Any) -> tuple[CpuidTable | None, str]:
         return None, f"no KVM prediction: {e}"
 
 
+def l2_prediction(case: Case, machine: str, profile: Any) -> tuple[CpuidTable | None, str]:
+    """The QEMU model's configured view of an L2 case on L1's measured KVM (the L2 QEMU is the system build)."""
+    try:
+        from ..qemu.binaries import find_qemu, gather_facts
+        from ..qemu.model import predict_guest
+    except ImportError as e:
+        return None, f"QEMU model layer not available ({e})"
+    supported = profile.kvm.supported
+    if supported is None:
+        return None, "no KVM_GET_SUPPORTED_CPUID measured in L1"
+    try:
+        facts = gather_facts(find_qemu("system"))
+        return predict_guest(facts, case.cpu_arg, "kvm", machine, supported, host_raw=profile.raw).with_levels(), ""
+    except RigError as e:
+        return None, f"no prediction: {e}"
+
+
 class EmulatedGroup:
     """Every case of one emulated host; :meth:`run` is called in a worker thread."""
 
@@ -116,19 +133,20 @@ class EmulatedGroup:
             observed = reader.report.tables if reader.report is not None and outcome == "ok" else {}
             configured = r.feature_words()
             measured = host.profile.kvm.supported
-            pred = ctx.predictor(case, "", None)
-            comparison = compare(case, predicted=pred.table, configured=configured, observed=observed,
+            predicted, pred_note = l2_prediction(case, base, host.profile)
+            comparison = compare(case, predicted=predicted, configured=configured, observed=observed,
                                  known=ctx.matrix.known_issues, qemu_version=version,
                                  kvm_predicted=kvm_pred, kvm_measured=measured)
             result.findings = comparison.findings
             from .execute import observed_mode, words_of
 
             mode = observed_mode(observed)
-            result.words = words_of(comparison.scope, pred.table, configured, observed.get(mode) if mode else None)
-            if kvm_note and outcome == "ok":
-                result.message = f"{message}; {kvm_note}"
+            result.words = words_of(comparison.scope, predicted, configured, observed.get(mode) if mode else None)
+            notes = "; ".join(n for n in (pred_note, kvm_note) if n)
+            if notes and outcome == "ok":
+                result.message = f"{message}; {notes}"
             write_json(workdir / "views.json", {
-                "predicted": None if pred.table is None else pred.table.to_json(),
+                "predicted": None if predicted is None else predicted.to_json(),
                 "configured": None if configured is None else configured.to_json(),
                 "observed": {m: t.to_json() for m, t in observed.items()}, "observed_mode": mode,
                 "kvm_predicted": None if kvm_pred is None else kvm_pred.to_json(),
