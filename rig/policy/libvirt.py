@@ -34,6 +34,7 @@ QEMU_OWN_FEATURES = {
     "SGX": "needs an SGX EPC section on the QEMU command line",
     "SGX_LC": "needs an SGX EPC section on the QEMU command line",
     "PERFCTR_CORE": "QEMU clears perfctr-core without a vPMU",
+    "WAITPKG": "QEMU enables waitpkg only with -overcommit cpu-pm=on",
 }
 SKIP_LEAVES = {0x8000000A}
 
