@@ -52,7 +52,7 @@ CAP_MACROS = ("F", "SCATTERED_F", "X86_64_F", "EMULATED_F", "SYNTHESIZED_F", "PA
               "VENDOR_F", "RUNTIME_F")
 
 
-class ImportError_(PolicyError):
+class PolicyImportError(PolicyError):
     pass
 
 
@@ -60,7 +60,7 @@ class _Tree:
     def __init__(self, root: Path):
         self.root = root
         if not (root / "arch/x86/kvm/cpuid.c").is_file():
-            raise ImportError_(f"{root}: not a kernel source tree (no arch/x86/kvm/cpuid.c)",
+            raise PolicyImportError(f"{root}: not a kernel source tree (no arch/x86/kvm/cpuid.c)",
                                hint="pass the top directory of a Linux tree, e.g. from `rig policy fetch 6.12`")
 
     def text(self, rel: str, required: bool = True) -> str:
@@ -69,7 +69,7 @@ class _Tree:
             return p.read_text(errors="replace")
         except OSError:
             if required:
-                raise ImportError_(f"{self.root}: missing {rel}", hint="the importer needs the full arch/x86 tree") from None
+                raise PolicyImportError(f"{self.root}: missing {rel}", hint="the importer needs the full arch/x86 tree") from None
             return ""
 
 
@@ -82,7 +82,7 @@ def _int(text: str) -> int:
 def parse_kernel_words(text: str) -> list[str]:
     m = re.search(r"enum\s+cpuid_leafs\s*\{(.*?)\}", strip_comments(text), re.S)
     if not m:
-        raise ImportError_("cpufeature.h: no enum cpuid_leafs")
+        raise PolicyImportError("cpufeature.h: no enum cpuid_leafs")
     names = [x.split("=")[0].strip() for x in m.group(1).split(",")]
     return [n for n in names if n and n != "NR_CPUID_WORDS"]
 
@@ -129,14 +129,14 @@ def _cpuinfo_name(name: str, comment: str | None, rule: str) -> str | None:
 def parse_cpufeatures(text: str, words: list[str]) -> tuple[int, dict[str, Feature], dict[str, Bug], str]:
     m = re.search(r"#define\s+NCAPINTS\s+(\d+)", text)
     if not m:
-        raise ImportError_("cpufeatures.h: no NCAPINTS")
+        raise PolicyImportError("cpufeatures.h: no NCAPINTS")
     ncap = int(m.group(1))
     rule = cpuinfo_rule(text)
     feats: dict[str, Feature] = {}
     for fm in _FEAT.finditer(text):
         name, w, b = fm.group(1), int(fm.group(2)), int(fm.group(3))
         if w >= len(words):
-            raise ImportError_(f"cpufeatures.h: X86_FEATURE_{name} in word {w}, beyond enum cpuid_leafs")
+            raise PolicyImportError(f"cpufeatures.h: X86_FEATURE_{name} in word {w}, beyond enum cpuid_leafs")
         feats[name] = Feature(name, words[w], b, _cpuinfo_name(name, fm.group(4), rule))
     bugs: dict[str, Bug] = {}
     for bm in _BUG.finditer(text):
@@ -155,7 +155,7 @@ def apply_kvm_features(text: str, words: dict[str, Word], feats: dict[str, Featu
     for m in _KVMF.finditer(text):
         is_trans, name, word, bit = bool(m.group(1)), m.group(2), m.group(3), int(m.group(4))
         if word not in words:
-            raise ImportError_(f"reverse_cpuid.h: {name} in unknown word {word}")
+            raise PolicyImportError(f"reverse_cpuid.h: {name} in unknown word {word}")
         if is_trans:
             base = feats.get(name)
             if base is None:
@@ -207,7 +207,7 @@ class _StepReader:
         t = text.strip()
         m = re.fullmatch(r"(?:KVM_)?X86_FEATURE_(\w+)", t)
         if not m or m.group(1) not in self.feats:
-            raise ImportError_(f"{where}: unknown feature {t!r}")
+            raise PolicyImportError(f"{where}: unknown feature {t!r}")
         return m.group(1)
 
     def cond_text(self, conds: tuple[str, ...]) -> str | None:
@@ -228,7 +228,7 @@ class _StepReader:
             if m:
                 name = m.group(2)
                 if name not in self.feats:
-                    raise ImportError_(f"{where}: unknown feature {name!r} in mask")
+                    raise PolicyImportError(f"{where}: unknown feature {name!r} in mask")
                 out.append(("SF" if m.group(1) == "SF" else "F", name))
                 continue
             m = re.fullmatch(r"__feature_bit\((?:KVM_)?X86_FEATURE_(\w+)\)", t)
@@ -246,7 +246,7 @@ class _StepReader:
             if t in self.aliases:
                 out.append(self.aliases[t])
                 continue
-            raise ImportError_(f"{where}: cannot read mask term {t!r}")
+            raise PolicyImportError(f"{where}: cannot read mask term {t!r}")
         return out
 
     def read(self) -> list[Step]:
@@ -271,7 +271,7 @@ class _StepReader:
             if name in ("kvm_cpu_cap_init", "kvm_cpu_cap_mask", "kvm_cpu_cap_init_kvm_defined"):
                 word = args[0]
                 if word not in self.words:
-                    raise ImportError_(f"{where}: unknown word {word}")
+                    raise PolicyImportError(f"{where}: unknown word {word}")
                 op = {"kvm_cpu_cap_init": "init", "kvm_cpu_cap_mask": "mask",
                       "kvm_cpu_cap_init_kvm_defined": "init_kvm_defined"}[name]
                 feats: list[tuple[str, str]] = []
@@ -279,14 +279,14 @@ class _StepReader:
                     for a in args[1:]:
                         fm = re.fullmatch(r"(\w+)\((\w+)\)", a.strip())
                         if not fm or fm.group(1) not in CAP_MACROS:
-                            raise ImportError_(f"{where}: cannot read initializer {a!r}")
+                            raise PolicyImportError(f"{where}: cannot read initializer {a!r}")
                         if fm.group(2) not in self.feats:
-                            raise ImportError_(f"{where}: unknown feature {fm.group(2)!r}")
+                            raise PolicyImportError(f"{where}: unknown feature {fm.group(2)!r}")
                         feats.append((fm.group(1), fm.group(2)))
                 else:
                     feats = self.mask_terms(word, ",".join(args[1:]), where)
                 if cnd is not None:
-                    raise ImportError_(f"{where}: conditional {name} is not supported")
+                    raise PolicyImportError(f"{where}: conditional {name} is not supported")
                 return Step(op=op, src=where, word=word, features=tuple(feats))
             if name in ("kvm_cpu_cap_set", "kvm_cpu_cap_clear", "kvm_cpu_cap_check_and_set"):
                 op = {"kvm_cpu_cap_set": "set", "kvm_cpu_cap_clear": "clear",
@@ -302,7 +302,7 @@ class _StepReader:
             op = "set" if m.group(2) == "|=" else "clear"
             return Step(op=op, src=where, feature=feat, cond=cnd)
         if re.search(r"\bkvm_cpu_caps\b", text) and not re.match(r"(memset|memcpy|BUILD_BUG_ON)\b", text):
-            raise ImportError_(f"{where}: cannot read statement {text!r}")
+            raise PolicyImportError(f"{where}: cannot read statement {text!r}")
         return None
 
 
@@ -347,7 +347,7 @@ def import_tree(root: str | Path, *, source: dict[str, Any] | None = None) -> Po
     tree = _Tree(Path(root))
     version = makefile_version(tree.root)
     if version is None:
-        raise ImportError_(f"{tree.root}: no VERSION/PATCHLEVEL/SUBLEVEL in Makefile")
+        raise PolicyImportError(f"{tree.root}: no VERSION/PATCHLEVEL/SUBLEVEL in Makefile")
     cpufeature_h = tree.text("arch/x86/include/asm/cpufeature.h")
     cpufeatures = tree.text("arch/x86/include/asm/cpufeatures.h")
     reverse = tree.text("arch/x86/kvm/reverse_cpuid.h")
@@ -357,7 +357,7 @@ def import_tree(root: str | Path, *, source: dict[str, Any] | None = None) -> Po
     kwords = parse_kernel_words(cpufeature_h)
     ncap, feats, bugs, rule = parse_cpufeatures(cpufeatures, kwords)
     if ncap != len(kwords):
-        raise ImportError_(f"NCAPINTS {ncap} != {len(kwords)} words in enum cpuid_leafs")
+        raise PolicyImportError(f"NCAPINTS {ncap} != {len(kwords)} words in enum cpuid_leafs")
     kvm_only = parse_kvm_words(reverse) or parse_kvm_words(kvm_host)
     all_words = kwords + kvm_only
     rev = parse_reverse_cpuid(reverse)
@@ -372,7 +372,7 @@ def import_tree(root: str | Path, *, source: dict[str, Any] | None = None) -> Po
     clean_cpuid = preprocess(strip_comments(cpuid_c))
     common_name = next((n for n in COMMON if find_function(cpuid_c, n, clean_cpuid)), None)
     if common_name is None:
-        raise ImportError_(f"{tree.root}: cpuid.c defines neither of {', '.join(COMMON)}")
+        raise PolicyImportError(f"{tree.root}: cpuid.c defines neither of {', '.join(COMMON)}")
     known = {common_name, *(fn for _, fn in VENDOR_ENTRY.values()), *(fn for _, fn in HELPERS)}
     fn = find_function(cpuid_c, common_name, clean_cpuid)
     assert fn is not None
@@ -382,7 +382,7 @@ def import_tree(root: str | Path, *, source: dict[str, Any] | None = None) -> Po
         text = tree.text(rel)
         f = find_function(text, name)
         if f is None:
-            raise ImportError_(f"{rel}: no {name}()")
+            raise PolicyImportError(f"{rel}: no {name}()")
         vendors[vendor] = _StepReader(words, feats, rel, f, known).read()
     for rel, name in HELPERS:
         text = tree.text(rel, required=False)
