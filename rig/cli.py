@@ -20,8 +20,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rig.policy.cli",
     "rig.run.cli",
     "rig.featurescmd",
+    "rig.qemu.cli",
     "rig.images.cli",
     "rig.images.ssh_cli",  # after rig.images.cli: attaches `rig images build ssh` to its parser
+    "rig.guest.ssh_cli",
 )
 
 

@@ -98,6 +98,9 @@ class QemuPrediction:
     series: str = ""                  # the QEMU series whose facts were used
     accel: str = "tcg"
     cpu_line: str = ""
+    trace: list[TraceEvent] = field(default_factory=list)
+    #: for an unversioned model: the other versions' feature words (model step), to explain version choice
+    other_versions: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def filtered_names(self, data: VersionData | None = None) -> list[str]:
         """QEMU property names of the filtered features (``leaf.sub.reg[bit]`` for unnamed bits)."""
@@ -116,6 +119,41 @@ class QemuPrediction:
                         n = w.names[bit] if w is not None else ""
                         names.append(n or f"{leaf:#x}.{sub}.{reg}[{bit}]")
         return names
+
+    def explain(self, feature: str) -> list[str]:
+        """Step by step, why ``feature`` (a QEMU name) ends up on or off."""
+        data = version_data(self.series)
+        f = data.feature(feature)
+        if f is None:
+            raise QemuModelError(f"QEMU {self.series} has no CPU feature {feature!r}")
+        word, mask = f
+        w = data.words[word]
+        lines = [n for n in self.notes if " resolves to " in n]
+        state = 0
+        for ev in self.trace:
+            if ev.word == word and ev.mask & mask:
+                state = ev.value
+                lines.append(f"{ev.step:<13} {feature} = {ev.value}  ({ev.detail})")
+        if not any(ev.step == "model" for ev in self.trace if ev.word == word and ev.mask & mask):
+            head = sum(1 for n in self.notes if " resolves to " in n)
+            lines.insert(head, f"{'model':<13} {feature} = 0  (model {self.resolved_model} does not have it)")
+        final = self.table.value(w.leaf, w.subleaf or 0, w.reg) & mask
+        filt = self.filtered.value(w.leaf, w.subleaf or 0, w.reg) & mask
+        loc = f"{w.leaf:#x}.{w.subleaf or 0}.{w.reg.upper()}"
+        lines.append(f"{'configured':<13} {feature} = {int(bool(final))}  ({loc}; "
+                     f"{'in filtered-features' if filt else 'not filtered'})")
+        del state
+        here = None
+        for ev in self.trace:
+            if ev.step == "model" and ev.word == word:
+                here = int(bool(ev.value and ev.mask & mask))
+        here = here or 0
+        differ = sorted((n for n, fw in self.other_versions.items() if int(bool(fw.get(word, 0) & mask)) != here),
+                        key=lambda n: int(n.rpartition("-v")[2]))
+        if differ:
+            lines.append(f"{'versions':<13} {feature} = {1 - here} in {', '.join(differ)} "
+                         f"(e.g. -M q35/pc use v1, -M microvm the latest)")
+        return lines
 
     def with_levels(self) -> CpuidTable:
         """:attr:`table` plus the registers the levels and vendor decide (``cpu_x86_cpuid``):
@@ -201,11 +239,26 @@ def _words_from_props(data: VersionData, props: Mapping[str, Any]) -> dict[str, 
     return feats
 
 
-def _set(feats: dict[str, int], data: VersionData, name: str, on: bool, user: dict[str, int] | None) -> bool:
+@dataclass(frozen=True)
+class TraceEvent:
+    """One step that set or cleared bits of a feature word (see :meth:`QemuPrediction.explain`)."""
+
+    step: str       # model | accel-default | always-on | property | plus | minus | max | dependency |
+                    # kvm-only | filter | amd-alias
+    word: str
+    mask: int
+    value: int      # 1 = set, 0 = cleared
+    detail: str
+
+
+def _set(feats: dict[str, int], data: VersionData, name: str, on: bool, user: dict[str, int] | None,
+         trace: list[TraceEvent] | None = None, step: str = "", detail: str = "") -> bool:
     f = data.feature(name)
     if f is None:
         return False
     w, m = f
+    if trace is not None:
+        trace.append(TraceEvent(step, w, m, int(on), detail or f"{name}={'on' if on else 'off'}"))
     feats[w] = feats[w] | m if on else feats[w] & ~m
     if user is not None:
         user[w] |= m
@@ -345,6 +398,18 @@ def predict_guest(
                              hint="re-gather the binary's facts (rig.qemu.binaries.gather_facts with use_cache=False)")
     props = exp.props if hasattr(exp, "props") else dict(exp["model"]["props"])
     feats = _words_from_props(data, props)
+    if resolved != line.model:
+        why = ("the latest version (x86_cpus_init(CPU_VERSION_LATEST))" if mver == "latest"
+               else "version 1 (default_cpu_version = 1)")
+        notes.append(f"machine {machine.split(',')[0]}: {line.model} resolves to {resolved}, {why}")
+    other_versions: dict[str, dict[str, int]] = {}
+    if resolved != line.model and not re.search(r"-v\d+$", line.model):
+        for name, exp2 in qemu_facts.static.items():
+            if re.fullmatch(re.escape(line.model) + r"-v\d+", name) and name != resolved:
+                p2 = exp2.props if hasattr(exp2, "props") else dict(exp2["model"]["props"])
+                other_versions[name] = _words_from_props(data, p2)
+    trace: list[TraceEvent] = [TraceEvent("model", w, v, 1, f"model {resolved} (static expansion)")
+                               for w, v in feats.items() if v]
     is_max = line.model in MAX_MODELS
     vendor = props.get("vendor") if isinstance(props.get("vendor"), str) else None
     if accel == "kvm" and data.kvm_vendor_from_host and line.model not in MAX_MODELS:
@@ -371,7 +436,8 @@ def predict_guest(
         if facts_accel == "tcg" and accel != "tcg":
             for n in data.tcg_default_props:
                 if n == "vme" and base_def is not None:
-                    _set(feats, data, n, base_def.vme, None)
+                    _set(feats, data, n, base_def.vme, None, trace, "model",
+                         f"{n}: the model definition's value (TCG facts show tcg_default_props)")
                 else:
                     notes.append(f"{n}: the model's own value is unknown from TCG facts; kept as {n}=off")
         elif facts_accel not in ("tcg", accel):
@@ -383,9 +449,10 @@ def predict_guest(
         elif accel == "kvm" and irqchip == "split":
             defaults["kvm-msi-ext-dest-id"] = True
         for n, v in defaults.items():
-            _set(feats, data, n, bool(v), None)
+            _set(feats, data, n, bool(v), None, trace, "accel-default",
+                 f"{n}={'on' if v else 'off'}: {accel} default property")
     for n in data.always_on:
-        _set(feats, data, n, True, None)
+        _set(feats, data, n, True, None, trace, "always-on", f"{n}: always set by x86_cpu_load_model")
 
     # 3. -cpu properties, then +f, then -f
     user = {w: 0 for w in data.words}
@@ -413,9 +480,10 @@ def predict_guest(
             raise QemuModelError(f"-cpu {line}: QEMU {data.series} has no CPU property {name!r}",
                                  hint="see `rig features` for QEMU feature names")
         on = bool_value_str(value)
-        _set(feats, data, name, on, user)
+        _set(feats, data, name, on, user, trace, "property", f"-cpu {name}={value}")
     for name, on in [(n, True) for n in plus] + [(n, False) for n in minus]:
-        if not _set(feats, data, name, on, user):
+        if not _set(feats, data, name, on, user, trace, "plus" if on else "minus",
+                    f"-cpu {'+' if on else '-'}{name} (applied after every f=on|off)"):
             if name.startswith(("hv-", "vmx-")) or name in OTHER_PROPS:
                 notes.append(f"{'+' if on else '-'}{name}: not a CPUID feature word property (not modelled)")
                 continue
@@ -437,7 +505,10 @@ def predict_guest(
         for w in data.words.values():
             if accel == "tcg":
                 continue  # the TCG facts' expansion of max already is tcg & migratable & ~no_autoenable
-            feats[w.name] |= supp[w.name] & w.migratable_mask() & ~user[w.name] & ~w.no_autoenable
+            add = supp[w.name] & w.migratable_mask() & ~user[w.name] & ~w.no_autoenable
+            feats[w.name] |= add
+            if add:
+                trace.append(TraceEvent("max", w.name, add, 1, "max/host: every supported feature not set by the user"))
         if accel == "kvm":
             levels["min-level"] = supported.value(0, 0, "eax") if supported is not None else levels["min-level"]
             levels["min-xlevel"] = supported.value(0x80000000, 0, "eax") if supported is not None else levels["min-xlevel"]
@@ -451,10 +522,14 @@ def predict_guest(
             if gone:
                 filtered[d.dst] |= gone & user[d.dst]
                 feats[d.dst] &= ~gone
+                src = _names(data, d.src, d.src_mask)
+                trace.append(TraceEvent("dependency", d.dst, gone, 0, f"depends on {src}, which is off"))
 
     # 5. FEAT_KVM, XSAVE components
     for w in data.kvm_only_words:
         if accel != "kvm" or not expose_kvm:
+            if feats[w]:
+                trace.append(TraceEvent("kvm-only", w, feats[w], 0, "FEAT_KVM is cleared unless accel=kvm (and kvm=on)"))
             feats[w] = 0
     _xsave_words(data, feats, supp)
 
@@ -477,13 +552,20 @@ def predict_guest(
         if gone:
             filtered[w.name] |= gone
             feats[w.name] &= ~gone
+            trace.append(TraceEvent("filter", w.name, gone, 0, "not supported by TCG in this QEMU version"
+                                    if accel == "tcg" else "not in KVM's supported table (after QEMU's fix-ups)"))
 
     # 8. AMD aliases
     if vendor == "AuthenticAMD" and "FEAT_8000_0001_EDX" in feats:
         feats["FEAT_8000_0001_EDX"] = (feats["FEAT_8000_0001_EDX"] & ~data.amd_aliases) | (
             feats["FEAT_1_EDX"] & data.amd_aliases)
     return QemuPrediction(_table(data, feats), _table(data, filtered), out_levels, resolved, vendor, notes, requested,
-                          data.series, accel, str(line))
+                          data.series, accel, str(line), trace, other_versions)
+
+
+def _names(data: VersionData, word: str, mask: int) -> str:
+    w = data.words[word]
+    return ", ".join(w.names[b] or f"bit {b}" for b in range(32) if mask >> b & 1) or word
 
 
 def _prop_on(line: CpuLine, prop: str, default: bool) -> bool:

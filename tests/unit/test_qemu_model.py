@@ -278,3 +278,18 @@ def test_guest_rules_of_cpu_x86_cpuid() -> None:
     p = predict_guest(facts(m={"on": ["xsave", "xsaveopt"]}), "m,-xsave", "tcg", "q35")
     assert p.table.value(0xD, 1, "eax") == 1 and p.guest_table().value(0xD, 1, "eax") == 0
     assert p.guest_table().value(0, 0, "eax") == p.levels["level"] == p.with_levels().value(0, 0, "eax")
+
+
+def test_explain_traces_each_step() -> None:
+    f = facts(m={"versions": 2, "on": ["x2apic", "clflushopt"], "v2_off": ["clflushopt"]})
+    p = predict_guest(f, "m,-x2apic,x2apic=on", "tcg", "q35")
+    steps = [line.split()[0] for line in p.explain("x2apic")]
+    assert steps == ["machine", "model", "property", "minus", "configured"]
+    why = p.explain("clflushopt")
+    assert any(line.startswith("versions") and "m-v2" in line for line in why)
+    micro = predict_guest(f, "m", "tcg", "microvm").explain("clflushopt")
+    assert any("resolves to m-v2" in line for line in micro) and any("does not have it" in line for line in micro)
+    filt = predict_guest(f, "m,+rdseed", "tcg", "q35").explain("rdseed")
+    assert filt[-2].startswith("filter") and "in filtered-features" in filt[-1]
+    with pytest.raises(QemuModelError):
+        p.explain("warp")
