@@ -311,6 +311,8 @@ def classify_test(test: InsnTest, outcome: InsnOutcome | None, table: CpuidTable
         layer, expl = _hidden_layer(accel)
         if test.legacy:
             expl += f"; note: {test.legacy}"
+        elif test.note:
+            expl += f"; note: {test.note}"
     else:
         verdict = "hidden-faults"
         expl = "not advertised; " + ("faults" if what == "fault" else f"runs as legacy: {test.legacy or 'legacy'}")
