@@ -11,6 +11,7 @@ L1 with L2 probe cases and the time per L2 case.
     python3 bench/bench_oracle.py --capture DIR        # also save the profiles
     python3 bench/bench_oracle.py --profiles DIR       # no boots: check saved profiles
     python3 bench/bench_oracle.py --l2                 # add the L2 timing run
+    python3 bench/bench_oracle.py --l2-only            # just that
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profiles", type=Path, metavar="DIR", help="check saved profiles instead of booting")
     ap.add_argument("--parallel", type=int, help="L1s at once (default from the matrix file)")
     ap.add_argument("--l2", action="store_true", help="also time L2 probe cases in one full L1")
+    ap.add_argument("--l2-only", action="store_true", help="only the L2 timing run")
     args = ap.parse_args(argv)
+    l2_cpus = ["EPYC-Rome", "EPYC-Rome,-avx2", "qemu64,+x2apic", "EPYC", "qemu64"]
+    if args.l2_only:
+        l2_timing(l2_cpus)
+        return 0
 
     matrix = load_matrix()
     t0 = time.monotonic()
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"L1 boots: {len(boots)}, mean {sum(boots) / len(boots):.1f} s, max {max(boots):.1f} s, "
               f"matrix wall time {wall:.1f} s (parallel {args.parallel or matrix.parallel})")
     if args.l2:
-        l2_timing(["EPYC-Rome", "EPYC-Rome,-avx2", "qemu64,+x2apic", "EPYC", "qemu64"])
+        l2_timing(l2_cpus)
     return 0
 
 
