@@ -67,3 +67,13 @@ def test_kernel_versions_differ_on_the_same_cpu():
     pa = predict_supported(a, load_policy("6.1")).table
     pb = predict_supported(b, load_policy("7.3")).table
     assert {str(x.location) for x in compare_supported(pa, pb)} == {str(x.location) for x in d}
+
+
+def test_vgif_parameter_on_max():
+    """-cpu max has VGIF: kvm_amd vgif=1 advertises it (0x8000000A.EDX[16]), vgif=0 does not -- both measured."""
+    on = HostProfile.load(DATA / "max@7.3.json")
+    off = HostProfile.load(DATA / "max@7.3,vgif=0.json")
+    pol = load_policy("7.3")
+    assert on.kvm.supported.bit(0x8000000A, 0, "edx", 16) == 1 and off.kvm.supported.bit(0x8000000A, 0, "edx", 16) == 0
+    pred = predict_supported(on, pol, {"kvm_amd.vgif": "0"})
+    assert compare_supported(pred.table, off.kvm.supported, pol) == []
