@@ -2,8 +2,8 @@
 
 Every differing bit is listed by feature name and KVM word.  Differences the
 rig cannot model are documented in ``data/known-differences.json`` (each with
-the kernel source it comes from); they are shown as *known* and do not fail
-the check unless ``strict``.
+the kernel source it comes from); they are shown as *known*.  The CLI exits 0
+only on full agreement, or with ``--allow-known`` when every difference is known.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def render(res: CheckResult, selection: str, strict: bool = False) -> str:
     for n in res.prediction.notes:
         lines.append(f"  note: {n}")
     verdict = "agreement apart from known differences" if res.ok(False) else "disagreement"
-    if strict and res.known:
-        verdict = "disagreement (strict: known differences count)"
+    if strict and res.known and res.ok(False):
+        verdict = "disagreement (only known differences; --allow-known accepts them)"
     lines.append(f"  result: {verdict} ({p.label})")
     return "\n".join(lines)

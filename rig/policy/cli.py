@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -118,9 +119,17 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     prof = HostProfile.load(args.profile)
     p, why = _load(_kernel(args, prof))
-    res = check_mod.check(prof, p, _params(args.param))
-    print(check_mod.render(res, f"{args.profile} under {why}", strict=args.strict))
-    return 0 if res.ok(strict=args.strict) else 1
+    known = None
+    if args.known:
+        try:
+            data = json.loads(Path(args.known).read_text())
+        except (OSError, ValueError) as e:
+            raise PolicyError(f"{args.known}: cannot read known differences: {e}") from None
+        known = check_mod.known_differences() + check_mod.known_differences(data)
+    res = check_mod.check(prof, p, _params(args.param), known=known)
+    strict = not args.allow_known
+    print(check_mod.render(res, f"{args.profile} under {why}", strict=strict))
+    return 0 if res.ok(strict=strict) else 1
 
 
 def cmd_libvirt(args: argparse.Namespace) -> int:
@@ -196,5 +205,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     x = ps.add_parser("check", help="compare the prediction with the profile's measured KVM_GET_SUPPORTED_CPUID")
     common(x)
     x.add_argument("--kernel", metavar="VER", help="kernel version (default: the profile's)")
-    x.add_argument("--strict", action="store_true", help="known differences fail the check too")
+    x.add_argument("--known", metavar="FILE", help="extra known-differences file (same format as "
+                   "rig/policy/data/known-differences.json)")
+    x.add_argument("--allow-known", action="store_true",
+                   help="pass when every difference is documented in known-differences.json "
+                        "(default: exit 0 only on full agreement)")
     x.set_defaults(func=cmd_check)

@@ -118,3 +118,19 @@ def test_libvirt_agreement_command(capsys, libvirt_data, tmp_path):
     assert rc == 0 and "EPYC-7713-64-Core" in out and "total " in out
     rc, _, err = run(capsys, "policy", "libvirt", str(tmp_path))
     assert rc == 2 and "no libvirt" in err
+
+
+def test_check_known_differences_pass_only_with_allow_known(capsys, tmp_path):
+    known = tmp_path / "known.json"
+    known.write_text(json.dumps({"format": "rig-kvm-known-differences/1", "entries": [
+        {"id": "svm-off", "feature": "SVM", "reason": "test: nested off", "src": "arch/x86/kvm/svm/svm.c"},
+        *({"id": f"leaf-a-{r}{b}", "location": f"0x8000000a.0.{r}[{b}]", "reason": "test", "src": "cpuid.c"}
+          for r in ("eax", "ebx", "edx") for b in range(32))]}))
+    argv = ["policy", "check", "--profile", ROME73, "--param", "kvm_amd.nested=0", "--known", str(known)]
+    rc, out, _ = run(capsys, *argv)
+    assert rc == 1 and "known [svm-off]" in out and "--allow-known accepts them" in out
+    rc, out, _ = run(capsys, *argv, "--allow-known")
+    assert rc == 0 and "agreement apart from known differences" in out
+    rc, out, _ = run(capsys, "policy", "check", "--profile", ROME73, "--param", "kvm_amd.npt=0", "--known", str(known),
+                     "--allow-known")
+    assert rc == 1 and "DIFFERS" in out  # NPT is not covered by the file
