@@ -388,6 +388,12 @@ class Evaluator:
         self.caps[word] = caps
         fn = {"init": "kvm_cpu_cap_init", "mask": "kvm_cpu_cap_mask",
               "init_kvm_defined": "kvm_cpu_cap_init_kvm_defined"}[s.op]
+        if s.op == "mask":
+            named = {b for b, _, _ in per_bit}
+            for bit in range(32):
+                if old >> bit & 1 and bit not in named:
+                    self._record(word, bit, "macro", f"{fn}({word}, ...): bit {bit} is not in the mask -> cleared "
+                                 f"(kernel caps had it)", s.src)
         for bit, what, why in per_bit:
             parts = [f"{fn}({word}, {what})"]
             if why:
