@@ -181,7 +181,8 @@ async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
     pred = ctx.predictor(case, binary.series, obs.expansion)
     quirk = detect_quirk(case, configured, observed, ctx.host_raw() if case.accel == "kvm" else None)
     comparison = compare(case, predicted=pred.table, configured=configured, observed=observed, quirk=quirk,
-                         known=ctx.matrix.known_issues, qemu_version=version)
+                         known=ctx.matrix.known_issues, qemu_version=version,
+                         runtime=reader.report.runtime if reader.report is not None and obs.outcome == "ok" else None)
     result.findings = comparison.findings
     result.quirk = quirk
     mode = observed_mode(observed)
