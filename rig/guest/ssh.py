@@ -552,7 +552,7 @@ class SshSession:
                                     f"{self.qemu.error_line()}; serial: {self.qemu.serial_tail()}")
             left = deadline - time.monotonic()
             if left <= 0:
-                kvm = " (Linux guests are known to hang under this host's PVM KVM; try accel tcg)" \
+                kvm = " (under KVM: Linux guests hang on PVM-style KVM hosts, which do not intercept CPUID; try accel tcg)" \
                     if "-accel" in self.qemu.argv and "kvm" in self.qemu.argv[self.qemu.argv.index("-accel") + 1] \
                     else ""
                 raise SshBootTimeout(

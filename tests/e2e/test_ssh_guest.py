@@ -247,10 +247,19 @@ def test_qemu_refusing_the_cpu_is_reported(image, tmp_path):
             pass
 
 
-def test_kvm_boot(image, tmp_path):
+def test_kvm_boot_logs_in_or_times_out_clearly(image, tmp_path):
     if not os.path.exists("/dev/kvm"):
         pytest.skip("no /dev/kvm on this machine")
-    if os.environ.get("RIG_SSH_KVM") != "1":
-        pytest.skip("Linux guests hang under this host's PVM KVM (design.md §6); set RIG_SSH_KVM=1 on a real KVM host")
-    obs = SshGuest(image).run_case(QemuCommand(machine=MACHINE, accel="kvm", cpu="qemu64"), workdir=tmp_path)
-    assert [r.line() for r in obs.insncheck.advertised_but_faults] == []
+    cmd = QemuCommand(machine=MACHINE, accel="kvm", cpu="qemu64")
+    if os.environ.get("RIG_SSH_KVM") == "1":
+        obs = SshGuest(image).run_case(cmd, workdir=tmp_path)
+        assert [r.line() for r in obs.insncheck.advertised_but_faults] == []
+        return
+    # Without RIG_SSH_KVM=1 (e.g. on this rig's PVM machines, where Linux guests hang: design.md §6)
+    # only check that the failure is the clear, bounded one and that QEMU is gone afterwards.
+    try:
+        with SshGuest(image).boot(cmd, workdir=tmp_path, boot_timeout=12) as session:
+            assert session.run("true").status == 0
+    except SshBootTimeout as e:
+        assert "under KVM: Linux guests hang on PVM-style KVM hosts" in str(e)
+    assert _qemus_using(tmp_path) == []
