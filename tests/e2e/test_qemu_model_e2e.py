@@ -9,14 +9,18 @@ One QEMU per case (``-S``, no guest), two at a time.
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
-from qemu_configured import QemuRefused, configured
 
-from rig.errors import RigError
-from rig.qemu.binaries import QemuBinary, find_qemu, gather_facts
-from rig.qemu.model import QemuModelError, UnknownCpuModel, model_names, predict_guest
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the qemu_configured helper beside this file
+from qemu_configured import QemuRefused, configured  # noqa: E402
+
+from rig.errors import RigError  # noqa: E402
+from rig.qemu.binaries import QemuBinary, find_qemu, gather_facts  # noqa: E402
+from rig.qemu.model import QemuModelError, UnknownCpuModel, model_names, predict_guest  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
