@@ -64,14 +64,23 @@ TERM_GRACE = 1.0
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the rig dies (even by SIGKILL), so no QEMU outlives it."""
+def _resolve_prctl():
+    """libc's prctl, looked up once in the rig (the forked child must not import or load anything)."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+_PRCTL = _resolve_prctl()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the rig dies (even by SIGKILL), so no QEMU outlives it."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 # qemu.qmp logs connection drops (QEMU exiting under it) as errors; they are

@@ -182,7 +182,9 @@ class RunDir:
         return d
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any, *, compact: bool = True) -> None:
+    """Atomically (write + rename); compact by default (the C encoder: indenting costs ~20 ms per case)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    text = json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=1)
+    tmp.write_text(text + "\n")
     tmp.replace(path)
