@@ -354,6 +354,20 @@ class _Run:
             obs["definitions"] = await s.cpu_definitions()
         self._mark("queries", t0)
 
+    async def exit_command(self, command: str) -> None:
+        """``cont``/``quit``: QEMU may exit before it replies (a guest that resets or exits at once);
+        the connection dropping then is not a QMP failure, the exit status tells what happened."""
+        assert self.session is not None and self.proc is not None
+        try:
+            await self.session.execute(command)
+        except QmpFailure:
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout=QUIT_GRACE)
+            except TimeoutError:
+                raise
+            if self.proc.returncode is None:
+                raise
+
     async def wait_exit(self, deadline: float) -> bool:
         """True when QEMU exited before the deadline."""
         assert self.proc is not None
@@ -444,9 +458,9 @@ async def launch(spec: LaunchSpec) -> Observation:
                     if run.qmp_ready:
                         await run.queries(obs, _cpu_from_argv(argv))
                         if spec.query_only:
-                            await run.session.quit()
+                            await run.exit_command("quit")
                         elif paused:
-                            await run.session.cont()
+                            await run.exit_command("cont")
                 except TimeoutError:
                     if time.monotonic() >= deadline:
                         timed_out = True
