@@ -9,8 +9,9 @@
 ``crc`` is zlib's CRC-32 of the payload lines, each followed by ``"\\n"``;
 ``N`` the number of payload lines.  A tty may add ``"\\r"``; it is stripped.
 :class:`FrameReader` is fed bytes as they arrive and yields complete
-:class:`Frame` values; a frame whose count or CRC does not match, or that is
-interrupted by another ``@@BEGIN``, raises :class:`FrameError`.
+:class:`Frame` values; inside a section only its own ``@@END`` line ends it
+(an L2 transcript may contain anything, even ``@@BEGIN``); a section whose
+count or CRC does not match raises :class:`FrameError`.
 """
 
 from __future__ import annotations
@@ -65,16 +66,12 @@ class FrameReader:
     def _line(self, raw: bytes) -> Frame | None:
         line = raw.decode("utf-8", "replace")
         m = _BEGIN.match(line)
-        if m:
-            if self._name is not None:
-                raise FrameError(f"L1 data channel: section {self._name!r} interrupted by @@BEGIN {m.group(1)}")
+        if m and self._name is None:
             self._name, self._lines, self._raw = m.group(1), [], []
             return None
         m = _END.match(line)
-        if m and self._name is not None:
+        if m and self._name is not None and m.group(1) == self._name:
             name, n, crc = m.group(1), int(m.group(2)), int(m.group(3), 16)
-            if name != self._name:
-                raise FrameError(f"L1 data channel: section {self._name!r} closed as {name!r}")
             lines, raws, self._name = self._lines, self._raw, None
             if n != len(lines):
                 raise FrameError(f"L1 data channel: section {name!r} has {len(lines)} lines, its trailer says {n}")

@@ -35,8 +35,13 @@ def test_frame_crc_and_count_are_checked():
         FrameReader().feed(frame("a", ["x"], crc=0))
     with pytest.raises(FrameError, match="has 1 lines"):
         FrameReader().feed(frame("a", ["x"], count=2))
-    with pytest.raises(FrameError, match="interrupted"):
-        FrameReader().feed(b"@@BEGIN a\nx\n@@BEGIN b\n")
+    # a truncated section (no trailer of its own) yields nothing
+    assert FrameReader().feed(b"@@BEGIN a\nx\n@@END b lines=1 crc=00000000\n") == []
+
+
+def test_payload_may_look_like_framing():
+    (f,) = FrameReader().feed(frame("case/1/serial", ["@@BEGIN other", "@@END other lines=0 crc=00000000", "x"]))
+    assert f.lines == ("@@BEGIN other", "@@END other lines=0 crc=00000000", "x")
 
 
 def test_frame_crc_covers_non_utf8_bytes():
