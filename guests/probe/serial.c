@@ -52,7 +52,11 @@ static void wait_thr_empty(void)
 void plat_write(const char *s, u32 n)
 {
 	while (n) {
-		unsigned long k = n < 16 ? n : 16;
+		/* not `n < 16 ? n : 16`: GCC folds that to MIN, which it emits
+		 * as CMOVcc whatever the flags (see the Makefile) */
+		unsigned long k = 16;
+		if (n < 16)
+			k = n;
 		n -= (u32)k;
 		wait_thr_empty();
 		__asm__ volatile("rep outsb" : "+S"(s), "+c"(k) : "d"((u16)COM1) : "memory");
