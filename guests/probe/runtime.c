@@ -114,11 +114,11 @@ void runtime_reset(void)
  * metal still run it. */
 static int tcg_osxsave_reserved(void)
 {
-	struct regs r1, rh, r0, rd;
+	struct regs rh, r0, rd;
 
-	cpuid(1, 0, &r1);
-	if (!((r1.ecx >> 31) & 1))
-		return 0;
+	/* QEMU answers 0x40000000 under TCG even with hypervisor=off, so the
+	 * signature is read whatever CPUID.1:ECX[31] says; on bare metal an
+	 * out-of-range leaf never reads "TCGTCGTCGTCG". */
 	cpuid(0x40000000u, 0, &rh);
 	if (rh.ebx != 0x54474354u || rh.ecx != 0x43544743u || rh.edx != 0x47435447u)
 		return 0;
