@@ -239,6 +239,9 @@ def compare(
                     note = f"runtime bit differs from its rule (rig/compare/data/runtime.toml) in {', '.join(guest_off)}"
                 else:
                     note = "guest sees other than QEMU configured" + g_note
+            elif guest_off and quirk:
+                # the guest does not read QEMU's CPUID at all: its view says nothing about the model
+                layer, note = "host-quirk", quirk
             elif guest_off:
                 layer, note = "model-gap", "no QMP view; guest differs from prediction"
             else:

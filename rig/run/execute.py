@@ -25,6 +25,7 @@ from ..compare.threeway import IssueRef, compare
 from ..cpuid.table import REGISTERS, CpuidTable
 from ..errors import RigError
 from ..guest.probe_build import ProbeArtifacts
+from ..guest.quirks import detect_host_quirk
 from ..matrix.model import Case, Matrix
 from ..qemu.binaries import QemuBinary, find_qemu
 from ..qemu.cmdline import QemuCommand
@@ -36,7 +37,6 @@ from .rundir import RunDir, write_json
 
 #: the guest mode whose table is "observed" in the words/grid (the others are compared too)
 MODE_ORDER = ("long64", "prot32", "real", "user")
-PVM_QUIRK = "CPUID not intercepted: the guest reads the outer host's CPUID (PVM-style host), not what QEMU configured"
 
 
 class HostNotAvailable(RigError):
@@ -107,29 +107,26 @@ def words_of(scope: Sequence[tuple[int, int, str]], predicted: CpuidTable | None
     return out
 
 
-QUIRK_WORDS = ((7, 0, "ebx"), (1, 0, "ecx"), (0x80000001, 0, "ecx"))
-#: bits the guest must see beyond QEMU's configuration before it counts as reading the host's CPUID
-QUIRK_MIN_EXTRA = 4
+#: share of the differing bits that must equal the host's raw CPUID before a KVM guest counts as
+#: reading the host's CPUID (PVM passes it through; the rest are per-CPU fields such as APIC IDs)
+QUIRK_HOST_SHARE = 0.9
 
 
-def detect_quirk(case: Case, configured: CpuidTable | None, observed: dict[str, CpuidTable],
+def detect_quirk(case: Case, obs: Observation, observed: dict[str, CpuidTable],
                  host_raw: CpuidTable | None) -> str | None:
-    """A guest under KVM that reads the host's CPUID instead of what QEMU configured (PVM does not
-    intercept CPUID): in the feature words of leaves 1, 7 and 0x80000001 the guest sees at least
-    :data:`QUIRK_MIN_EXTRA` bits QEMU did not configure, and only bits the host itself has."""
-    if case.accel != "kvm" or configured is None or host_raw is None or not observed:
+    """A KVM guest that does not read what QEMU configured while QMP is self-consistent
+    (:func:`rig.guest.quirks.detect_host_quirk`), and whose differing bits are the host's own
+    (at least :data:`QUIRK_HOST_SHARE` of them, when this machine's raw CPUID is readable).
+    Under TCG a guest/QMP difference is QEMU's own behaviour, never a host quirk."""
+    if case.accel != "kvm" or obs.feature_words is None or not observed:
         return None
-    for table in observed.values():
-        extra = outside = 0
-        for leaf, sub, reg in QUIRK_WORDS:
-            o, c, h = table.value(leaf, sub, reg), configured.reg(leaf, sub, reg), host_raw.value(leaf, sub, reg)
-            if c is None:
-                return None
-            extra += (o & ~c).bit_count()
-            outside |= o & ~h
-        if extra >= QUIRK_MIN_EXTRA and not outside:
-            return PVM_QUIRK
-    return None
+    q = detect_host_quirk(observed, obs.feature_words, filtered_features=obs.filtered_features,
+                          expansion=obs.expansion, cpu=case.cpu_arg, host_raw=host_raw)
+    if q is None:
+        return None
+    if host_raw is not None and q.host_bits_compared and q.host_bits_matching < QUIRK_HOST_SHARE * q.host_bits_compared:
+        return None
+    return q.message
 
 
 def _table_json(t: CpuidTable | None) -> Any:
@@ -179,7 +176,7 @@ async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
     observed = reader.report.tables if reader.report is not None and obs.outcome == "ok" else {}
     configured = obs.feature_words
     pred = ctx.predictor(case, binary.series, obs.expansion)
-    quirk = detect_quirk(case, configured, observed, ctx.host_raw() if case.accel == "kvm" else None)
+    quirk = detect_quirk(case, obs, observed, ctx.host_raw() if case.accel == "kvm" else None)
     comparison = compare(case, predicted=pred.table, configured=configured, observed=observed, quirk=quirk,
                          known=ctx.matrix.known_issues, qemu_version=version,
                          runtime=reader.report.runtime if reader.report is not None and obs.outcome == "ok" else None)

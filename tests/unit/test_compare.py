@@ -63,6 +63,20 @@ def test_guest_other_than_configured(accel: str, quirk: str | None, cls: str) ->
     assert f.cls == cls and f.layer == cls and f.observed == {"prot32": 0, "long64": 1}
 
 
+def test_prediction_only_registers_follow_the_host_quirk() -> None:
+    """A guest that does not read QEMU's CPUID (PVM) says nothing about the model: a difference in a
+    register QMP does not report (7.0.EAX, found on this machine's /dev/kvm) is the quirk's too."""
+    pred = table(0, **{"7_0_eax": 0})
+    conf = table(0)
+    r = compare(case("kvm"), predicted=pred, configured=conf, observed={"long64": table(0, **{"7_0_eax": 1})},
+                quirk="host quirk: CPUID not applied")
+    f = only(r.findings)
+    assert (f.cls, f.layer, f.note) == ("host-quirk", "host-quirk", "host quirk: CPUID not applied")
+    # without a quirk the same difference is the model's
+    r = compare(case("kvm"), predicted=pred, configured=conf, observed={"long64": table(0, **{"7_0_eax": 1})})
+    assert only(r.findings).cls == "model-gap"
+
+
 def test_known_issue_turns_a_finding_into_known_bug_keeping_its_layer() -> None:
     issue = KnownIssue(id="x", title="t", link="https://example.invalid/1", where="k.toml:0", layer="qemu-behaviour",
                        features=("x2apic",), match=(("model", ("Skylake-*",)),))
