@@ -3,8 +3,8 @@
 Builds go into the content-addressed cache (:mod:`rig.images.cache`,
 ``$RIG_CACHE_DIR`` or ``~/.cache/kvm-cpuid-rig``). A re-run with the same
 inputs finds the entry and only prints where it is. Other modules add their
-own targets to ``rig images build`` (e.g. :mod:`rig.images.ssh_cli` adds
-``ssh``); they must come after this module in ``rig.cli.COMMAND_MODULES``.
+own targets to ``rig images build`` through :mod:`rig.subcommands` (e.g. :mod:`rig.images.ssh_cli` adds
+``ssh``), in any order.
 """
 
 from __future__ import annotations
@@ -14,31 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..subcommands import level
 from . import cache
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
-
-
-def _child(sub: argparse._SubParsersAction, name: str, help: str, dest: str) -> argparse.ArgumentParser:
-    parser = sub.choices.get(name)
-    if parser is None:
-        parser = sub.add_parser(name, help=help)
-        parser.set_defaults(func=lambda args, p=parser: (p.print_help(), 2)[1])
-    if _subparsers(parser) is None:
-        parser.add_subparsers(dest=dest, metavar="TARGET")
-    return parser
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    images = _child(sub, "images", "build and list guest images", "images_command")
-    isub = _subparsers(images)
-    build = _child(isub, "build", "build an image into the cache (a re-run is a no-op)", "target")
-    bsub = _subparsers(build)
+    isub = level(sub, "images", "build and list guest images", "images_command")
+    bsub = level(isub, "build", "build an image into the cache (a re-run is a no-op)", "target")
 
     p = bsub.add_parser(
         "probe",

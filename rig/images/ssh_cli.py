@@ -1,9 +1,8 @@
 """``rig images build ssh``: the SSH guest image (rig.images.ssh).
 
-Attaches to the ``rig images build`` parser of :mod:`rig.images.cli` when that
-module registered it first (it is listed before this one in
-``rig.cli.COMMAND_MODULES``), and creates the ``images``/``build`` levels
-itself otherwise, so the command exists either way.
+Attaches to the ``rig images build`` level (:mod:`rig.subcommands`) that :mod:`rig.images.cli`
+also uses, whichever of the two registers first (both are listed in
+``rig.cli.COMMAND_MODULES``), so the command exists either way.
 """
 
 from __future__ import annotations
@@ -11,30 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..subcommands import level
 from .ssh import build_default_ssh_image
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
-
-
-def _child(sub: argparse._SubParsersAction, name: str, help: str, dest: str) -> argparse.ArgumentParser:
-    parser = sub.choices.get(name)
-    if parser is None:
-        parser = sub.add_parser(name, help=help)
-        parser.set_defaults(func=lambda args, p=parser: (p.print_help(), 2)[1])
-    if _subparsers(parser) is None:
-        parser.add_subparsers(dest=dest, metavar="TARGET")
-    return parser
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    images = _child(sub, "images", "build and list guest images", "images_command")
-    build = _child(_subparsers(images), "build", "build an image into the cache (a re-run is a no-op)", "target")
-    p = _subparsers(build).add_parser(
+    isub = level(sub, "images", "build and list guest images", "images_command")
+    build = level(isub, "build", "build an image into the cache (a re-run is a no-op)", "target")
+    p = build.add_parser(
         "ssh",
         help="Debian bookworm image with sshd, the user-mode probe and insncheck (debootstrap; needs root)",
         description="Build the SSH guest image: debootstrap --variant=minbase of bookworm with sshd and the "
