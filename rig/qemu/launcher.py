@@ -48,7 +48,7 @@ from typing import Any
 from qemu.qmp import QMPClient, QMPError
 
 from ..cpuid.table import CpuidTable
-from .qmp import CpuDefinition, QmpFailure, QmpSession, Transcript
+from .qmp import CpuDefinition, QmpFailure, QmpSession, RigQMPClient, Transcript
 
 OUTCOMES = ("ok", "probe-failed", "qemu-aborted", "timeout", "qemu-error", "qmp-error")
 
@@ -436,7 +436,7 @@ async def launch(spec: LaunchSpec) -> Observation:
     with open(qmp_path, "w") as qmp_file, open(stderr_path, "wb") as err_file:
         try:
             if want_qmp:
-                run.client = QMPClient(spec.name)
+                run.client = RigQMPClient(spec.name)
                 run.session = QmpSession(run.client, Transcript(qmp_file, t_start))
                 if mode == "accept":
                     await run.client.start_server(str(sock))
