@@ -147,15 +147,18 @@ def _expected_runtime(rules: tuple[RuntimeBit, ...], leaf: int, sub: int, reg: s
     return mask, val
 
 
-def _guest_reference(case: Case, base: CpuidTable | None, qemu_version: str | None) -> tuple[CpuidTable | None, str]:
-    """``base`` through QEMU's guest rules (rig.qemu.model.guest_visible), when the version is known."""
+def _guest_reference(case: Case, base: CpuidTable | None, qemu_version: str | None, mode: str,
+                     vendor: str | None) -> tuple[CpuidTable | None, str]:
+    """``base`` through QEMU's guest rules for a guest reading CPUID in ``mode``
+    (rig.qemu.model.guest_visible), when the version is known."""
     if base is None or not qemu_version:
         return None, ""
     from ..errors import RigError
     from ..qemu.model import guest_visible
 
     try:
-        return guest_visible(base, qemu_version, case.accel, case.cpu_arg), " (after QEMU's guest rules)"
+        return (guest_visible(base, qemu_version, case.accel, case.cpu_arg, mode=mode, vendor=vendor),
+                " (after QEMU's guest rules)")
     except RigError as e:
         return None, f" (QEMU guest rules not applied: {e})"
 
@@ -190,8 +193,15 @@ def compare(
     c_n = normalise(configured) if configured is not None else None
     o_n = {m: normalise(t) for m, t in observed.items()}
     scope = _scope(c_n, p_n)
-    # what the guest must read: QEMU's configuration through its CPUID emulation's guest rules
-    g_n, g_note = _guest_reference(case, c_n if c_n is not None else p_n, qemu_version)
+    # what the guest must read, per mode: QEMU's configuration through its CPUID emulation's guest rules
+    # (the vendor, which some rules depend on, is the predicted one, else what the guest reads in leaf 0)
+    vendor = p_n.vendor if p_n is not None else None
+    if vendor is None:
+        vendor = next((t.vendor for t in o_n.values() if t.vendor), None)
+    g_by_mode: dict[str, CpuidTable | None] = {}
+    g_note = ""
+    for m in o_n:
+        g_by_mode[m], g_note = _guest_reference(case, c_n if c_n is not None else p_n, qemu_version, m, vendor)
     findings: list[Finding] = []
     guest_layer = "qemu-behaviour" if case.accel == "tcg" else "kvm-behaviour"
 
@@ -204,13 +214,14 @@ def compare(
     for leaf, sub, reg in scope:
         pv, cv = _bits(p_n, leaf, sub, reg), _bits(c_n, leaf, sub, reg)
         ov = {m: t.value(leaf, sub, reg) for m, t in o_n.items()}
-        ref = _bits(g_n, leaf, sub, reg) if g_n is not None else None
-        if ref is None:
-            ref = cv if cv is not None else pv
         # per mode: what the guest must read (QEMU's value; runtime bits by their rules)
         refs: dict[str, int] = {}
         rt_masks: dict[str, int] = {}
         for m in ov:
+            g = g_by_mode.get(m)
+            ref = _bits(g, leaf, sub, reg) if g is not None else None
+            if ref is None:
+                ref = cv if cv is not None else pv
             rmask, rval = _expected_runtime(rules, leaf, sub, reg, m, c_n if c_n is not None else p_n)
             rt_masks[m] = rmask
             if ref is not None:

@@ -85,6 +85,9 @@ class GuestRule:
     unless_prop: str | None = None   # ... unless this -cpu property is on
     default_on: tuple[str, ...] = ()  # models where unless_prop defaults to on
     why: str = ""
+    tcg_only: bool = False           # the rule applies only under TCG
+    vendor: str | None = None        # ... only for this CPUID vendor string
+    modes: tuple[str, ...] = ()      # ... only when the guest reads CPUID in these CPU modes (empty: any)
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,8 @@ def _load(series: tuple[int, int], requested: tuple[int, int]) -> VersionData:
         legacy_up_to=lu, xsave_drop_unsupported=bool(beh.get("xsave_drop_unsupported", False)),
         guest_rules=tuple(GuestRule(g.get("leaf"), g.get("unless"), bool(g.get("kvm_only", False)),
                                     tuple(g.get("clear", ())), g.get("unless_prop"), tuple(g.get("default_on", ())),
-                                    g.get("why", "")) for g in beh.get("guest_rule", [])),
+                                    g.get("why", ""), bool(g.get("tcg_only", False)), g.get("vendor"),
+                                    tuple(g.get("modes", ()))) for g in beh.get("guest_rule", [])),
         split_irqchip=tuple(mach.get("split_irqchip", ())), kvm_vendor_from_host=bool(mach.get("kvm_vendor_from_host")),
     )
     guest_names = [n for g in vd.guest_rules for n in (*g.clear, *([g.unless] if g.unless else []))]

@@ -581,11 +581,16 @@ def _prop_on(line: CpuLine, prop: str, default: bool) -> bool:
     return on
 
 
-def guest_visible(configured: CpuidTable, series: str | VersionData, accel: str, cpu_line: str | CpuLine) -> CpuidTable:
+def guest_visible(configured: CpuidTable, series: str | VersionData, accel: str, cpu_line: str | CpuLine, *,
+                  mode: str | None = None, vendor: str | None = None) -> CpuidTable:
     """What a guest reads of QEMU's configured feature words (``cpu_x86_cpuid``'s guest rules).
 
     E.g. leaf 0xD reads zeros without XSAVE, 0x8000000A without SVM, PDCM is
-    hidden unless ``pmu=on``.  Registers the rules do not touch are copied.
+    hidden unless ``pmu=on``; QEMU 10.0's TCG hides SYSCALL from an Intel guest
+    outside long mode.  Rules bound to CPU modes apply only when ``mode`` (the
+    probe's: real, prot32, long64, user) is one of theirs; rules bound to a
+    vendor only when ``vendor`` is known and equal.  Registers the rules do not
+    touch are copied.
     """
     data = series if isinstance(series, VersionData) else version_data(series)
     line = cpu_line if isinstance(cpu_line, CpuLine) else CpuLine.parse(cpu_line)
@@ -599,6 +604,9 @@ def guest_visible(configured: CpuidTable, series: str | VersionData, accel: str,
         return bool(configured.value(w.leaf, w.subleaf or 0, w.reg) & f[1])
 
     for g in data.guest_rules:
+        if (g.tcg_only and accel != "tcg") or (g.modes and mode not in g.modes) or \
+                (g.vendor is not None and vendor != g.vendor):
+            continue
         if g.leaf is not None:
             if (g.unless and has(g.unless)) and not (g.kvm_only and accel != "kvm"):
                 continue

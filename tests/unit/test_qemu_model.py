@@ -293,3 +293,24 @@ def test_explain_traces_each_step() -> None:
     assert filt[-2].startswith("filter") and "in filtered-features" in filt[-1]
     with pytest.raises(QemuModelError):
         p.explain("warp")
+
+
+def test_qemu_10_tcg_hides_syscall_from_intel_guests_outside_long_mode() -> None:
+    """QEMU 10.0 cpu_x86_cpuid (0x80000001): ``tcg_enabled() && vendor is Intel && !(hflags & HF_LMA_MASK)``
+    clears SYSCALL (EDX[11]); QEMU 7.2 has no such rule (the 7.2 nightly sees SYSCALL in prot32)."""
+    from rig.qemu.model import guest_visible
+
+    t = CpuidTable()
+    t.set(0x80000001, 0, Regs(None, None, 0, 1 << 11))
+    intel, amd = "GenuineIntel", "AuthenticAMD"
+
+    def seen(series, accel, mode, vendor):
+        return guest_visible(t, series, accel, "Skylake-Server", mode=mode, vendor=vendor).value(0x80000001, 0, "edx")
+
+    assert seen("10.0", "tcg", "prot32", intel) == 0 and seen("10.0", "tcg", "real", intel) == 0
+    assert seen("10.0", "tcg", "long64", intel) == 1 << 11
+    assert seen("10.0", "tcg", "user", intel) == 1 << 11   # a 64-bit Linux process runs with EFER.LMA set
+    assert seen("10.0", "kvm", "prot32", intel) == 1 << 11
+    assert seen("10.0", "tcg", "prot32", amd) == 1 << 11
+    assert seen("10.0", "tcg", "prot32", None) == 1 << 11  # vendor unknown: the rule is not applied
+    assert seen("7.2", "tcg", "prot32", intel) == 1 << 11
