@@ -116,6 +116,10 @@ def execute(plan: Plan, *, jobs: int | None = None, progress: Progress | None = 
     progress = progress or Progress(len(plan.cases), done=plan.resumed)
     if plan.todo:
         ctx = RunContext(plan.matrix, plan.rundir, build_probe(), predictor or Predictor())
+        if any(c.guest == "linux" for c in plan.todo):
+            from .linux_case import prepare_linux_image, say_stderr
+
+            prepare_linux_image(ctx, say_stderr)
         fp = _fingerprint(ctx, plan)
         plan.info.host_fingerprint, plan.info.host = fp.fingerprint, fp.to_json()
         plan.rundir.write_info(plan.info)

@@ -46,7 +46,7 @@ class HostNotAvailable(RigError):
 def check_hosts(cases: Sequence[Case]) -> None:
     """Fail early (before any QEMU starts) for hosts or guests this rig cannot run."""
     for c in cases:
-        check_guest(c.guest)
+        check_guest(c.guest, c.machine)
         if c.host.startswith("emulated:"):
             try:
                 from ..emulate.host import parse_host_spec
@@ -66,6 +66,8 @@ class RunContext:
     predictor: Predictor = field(default_factory=Predictor)
     binaries: dict[str, QemuBinary] = field(default_factory=dict)
     memory: str = "64M"
+    #: guest images other than the probe, built once per run (rig.run.linux_case.prepare_linux_image)
+    guest_images: dict[str, Any] = field(default_factory=dict)
     #: this machine's raw CPUID (for detecting hosts that do not intercept CPUID), read on first use
     _host_raw: list[CpuidTable | None] = field(default_factory=list)
 
@@ -161,6 +163,10 @@ def _simulate(ctx: RunContext, case: Case) -> CaseResult:
 
 
 async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
+    if case.guest == "linux":
+        from .linux_case import run_linux_case
+
+        return await run_linux_case(ctx, case, workdir)
     binary = ctx.binary(case.qemu)
     boot = probe_boot(case.machine, ctx.probe)
     cmd = QemuCommand(binary=str(binary.path), machine=boot.machine, accel=case.accel, cpu=case.cpu_arg,
