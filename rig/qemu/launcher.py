@@ -16,8 +16,9 @@ Flow of :func:`launch`:
    within the timeout while the serial log is written to the work directory;
 5. on timeout: escalating shutdown - QMP ``quit``, then SIGTERM to the process
    group, then SIGKILL; on cancellation (Ctrl-C) SIGKILL to the group at once;
-   and QEMU is started with ``PR_SET_PDEATHSIG`` = SIGKILL, so even a rig that
-   is killed with ``kill -9`` leaves no QEMU behind.
+   and QEMU is started with ``PR_SET_PDEATHSIG`` = SIGKILL (by util-linux
+   ``setpriv --pdeathsig KILL``, so Python can start it with vfork), so even a
+   rig that is killed with ``kill -9`` leaves no QEMU behind.
 
 The result is an :class:`Observation` whose ``outcome`` classifies what
 happened (see :func:`classify`); QEMU failing is an outcome, not an exception.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import shlex
@@ -74,13 +76,80 @@ def _resolve_prctl():
         return None
 
 
-_PRCTL = _resolve_prctl()
-
-
 def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the rig dies (even by SIGKILL), so no QEMU outlives it."""
+    """Fallback (no setpriv) in the child before exec: SIGKILL when the rig dies."""
     if _PRCTL is not None:
         _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+_PRCTL = None
+#: util-linux ``setpriv --pdeathsig KILL --`` in front of QEMU: the parent-death signal
+#: survives the exec into QEMU, and without a ``preexec_fn`` Python starts the child
+#: with vfork (no copy of the rig's page tables, no copy-on-write faults afterwards).
+_SETPRIV = shutil.which("setpriv")
+if _SETPRIV is None:
+    _PRCTL = _resolve_prctl()
+
+
+def _spawn_argv(argv: list[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """(argv to exec, preexec_fn): QEMU under ``setpriv --pdeathsig KILL``, or prctl in a preexec_fn."""
+    if _SETPRIV is not None:
+        return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv], None
+    return argv, _die_with_parent
+
+
+class _Child:
+    """A started QEMU: ``pid``, ``returncode`` and an awaitable ``wait()`` (any number of waiters).
+
+    Exit is noticed through a pidfd in the event loop (no thread per child as
+    asyncio's default child watcher of Python 3.11 uses); without pidfds, one
+    thread waits.
+    """
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = loop.create_future()
+        try:
+            self._pidfd: int | None = os.pidfd_open(popen.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+        if self._pidfd is not None:
+            loop.add_reader(self._pidfd, self._on_exit)
+        else:
+            waiter = loop.run_in_executor(None, popen.wait)
+            waiter.add_done_callback(lambda _f: self._on_exit())
+
+    def _on_exit(self) -> None:
+        rc = self._popen.poll()
+        if rc is None:
+            return  # not yet reaped (spurious wake-up)
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        if not self._exited.done():
+            self._exited.set_result(rc)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._exited.result() if self._exited.done() else self._popen.returncode
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+
+def _start(argv: list[str], err_file) -> _Child:
+    """Start QEMU in its own session (process group), stdin/stdout to nowhere, stderr to ``err_file``."""
+    if _SETPRIV is not None:
+        # setpriv would start and then fail to exec: say so as the exec itself would
+        if shutil.which(argv[0]) is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    spawn, preexec = _spawn_argv(argv)
+    popen = subprocess.Popen(spawn, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
+                             start_new_session=True, preexec_fn=preexec)
+    return _Child(popen)
 
 
 # qemu.qmp logs connection drops (QEMU exiting under it) as errors; they are
@@ -292,7 +361,7 @@ class _Run:
 
     def __init__(self, spec: LaunchSpec) -> None:
         self.spec = spec
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: _Child | None = None
         self.client: QMPClient | None = None
         self.session: QmpSession | None = None
         self.qmp_ready = False
@@ -442,10 +511,7 @@ async def launch(spec: LaunchSpec) -> Observation:
                     await run.client.start_server(str(sock))
             t0 = time.perf_counter()
             try:
-                run.proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
-                    start_new_session=True, preexec_fn=_die_with_parent,
-                )
+                run.proc = _start(argv, err_file)
             except OSError as e:
                 err_file.write(f"cannot start {argv[0]}: {e.strerror}\n".encode())
                 return _observation(spec, argv, None, "qemu-error", f"cannot start {argv[0]}: {e.strerror}",
