@@ -49,7 +49,9 @@ def write(tmp_path: Path, text: str, name: str = "m.toml") -> Path:
 
 
 def test_shipped_matrices_load():
-    for name in ("smoke.toml", "nightly.toml"):
+    shipped = sorted(p.name for p in (REPO / "matrices").glob("*.toml") if p.name != "known-issues.toml")
+    assert {"smoke.toml", "nightly.toml", "nightly-qemu10.toml"} <= set(shipped)
+    for name in shipped:
         m = load_matrix(REPO / "matrices" / name)
         assert m.groups and m.name == name.removesuffix(".toml")
         assert m.known_issue_files and all(f.exists() for f in m.known_issue_files)
