@@ -97,3 +97,12 @@ def predict_case(case: Any, qemu_version: str | None = None, expansion: dict | N
     """
     del qemu_version, expansion
     return predict_case_full(case).with_levels()
+
+
+def predict_case_views(case: Any, qemu_version: str | None = None,
+                       expansion: dict | None = None) -> tuple[CpuidTable, CpuidTable]:
+    """:func:`predict_case` and the predicted QMP ``filtered-features`` (features the model or the
+    line asked for that the accelerator or a dependency removes), from one prediction."""
+    del qemu_version, expansion
+    p = predict_case_full(case)
+    return p.with_levels(), p.filtered

@@ -650,3 +650,12 @@ def predict_case(case: Any, qemu_version: str | None = None, expansion: dict | N
     from .casepredict import predict_case as _predict_case
 
     return _predict_case(case, qemu_version, expansion)
+
+
+def predict_case_views(case: Any, qemu_version: str | None = None,
+                       expansion: dict | None = None) -> tuple[CpuidTable, CpuidTable]:
+    """Predicted configured feature words and filtered features for a matrix case
+    (see :func:`rig.qemu.casepredict.predict_case_views`)."""
+    from .casepredict import predict_case_views as _views
+
+    return _views(case, qemu_version, expansion)

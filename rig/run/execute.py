@@ -185,7 +185,8 @@ async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
     quirk = detect_quirk(case, obs, observed, ctx.host_raw() if case.accel == "kvm" else None)
     comparison = compare(case, predicted=pred.table, configured=configured, observed=observed, quirk=quirk,
                          known=ctx.matrix.known_issues, qemu_version=version,
-                         runtime=reader.report.runtime if reader.report is not None and obs.outcome == "ok" else None)
+                         runtime=reader.report.runtime if reader.report is not None and obs.outcome == "ok" else None,
+                         predicted_filtered=pred.filtered, configured_filtered=obs.filtered_features)
     result.findings = comparison.findings
     result.quirk = quirk
     mode = observed_mode(observed)
@@ -194,7 +195,8 @@ async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
         result.message = f"{result.message}; {pred.note}" if result.message else pred.note
     write_json(workdir / "views.json", {
         "predicted": _table_json(pred.table), "configured": _table_json(configured),
-        "filtered": _table_json(obs.filtered_features), "observed": {m: t.to_json() for m, t in observed.items()},
+        "filtered": _table_json(obs.filtered_features), "predicted_filtered": _table_json(pred.filtered),
+        "observed": {m: t.to_json() for m, t in observed.items()},
         "observed_mode": mode, "expansion": obs.expansion, "timings_ms": obs.timings_ms,
         "exit_code": obs.exit_code, "form": boot.form, "image": str(boot.image),
     })

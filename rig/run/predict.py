@@ -25,6 +25,8 @@ PredictFn = Callable[[Case, str, dict | None], CpuidTable | None]
 class Prediction:
     table: CpuidTable | None
     note: str = ""
+    #: the predicted QMP ``filtered-features`` (None when the model does not say)
+    filtered: CpuidTable | None = None
 
 
 def _find_model() -> tuple[PredictFn | None, str]:
@@ -32,10 +34,24 @@ def _find_model() -> tuple[PredictFn | None, str]:
         mod = importlib.import_module("rig.qemu.model")
     except ImportError as e:
         return None, f"QEMU model layer not available ({e})"
+    views = getattr(mod, "predict_case_views", None)
+    if views is not None:
+        return _ViewsFn(views), ""
     fn = getattr(mod, "predict_case", None)
     if fn is None:
         return None, "rig.qemu.model has no predict_case()"
     return fn, ""
+
+
+class _ViewsFn:
+    """A model answering (table, filtered): the table for a :data:`PredictFn` caller, the filtered
+    features kept for :class:`Predictor`."""
+
+    def __init__(self, fn: Callable[[Case, str, dict | None], tuple[CpuidTable, CpuidTable]]) -> None:
+        self.fn = fn
+
+    def __call__(self, case: Case, qemu_version: str, expansion: dict | None) -> tuple[CpuidTable, CpuidTable]:
+        return self.fn(case, qemu_version, expansion)
 
 
 class Predictor:
@@ -55,6 +71,10 @@ class Predictor:
         if self._fn is None:
             return Prediction(None, self._why)
         try:
-            return Prediction(self._fn(case, qemu_version, expansion))
+            out = self._fn(case, qemu_version, expansion)
+            if isinstance(self._fn, _ViewsFn):
+                table, filtered = out  # type: ignore[misc]
+                return Prediction(table, filtered=filtered)
+            return Prediction(out)  # type: ignore[arg-type]
         except RigError as e:
             return Prediction(None, f"no prediction: {e}")
