@@ -412,15 +412,13 @@ class _Run:
         s = self.session
         assert s is not None
         t0 = time.perf_counter()
-        path = await s.cpu0_qom_path()
-        obs["feature_words"] = await s.feature_words(path)
-        obs["filtered_features"] = await s.filtered_features(path)
-        model = cpu_model_name(cpu)
-        if model:
-            with contextlib.suppress(QmpFailure):  # e.g. a model without expansion support
-                obs["expansion"] = (await s.cpu_model_expansion(model, "full")).to_json()
-        if self.spec.query_definitions:
-            obs["definitions"] = await s.cpu_definitions()
+        seen = await s.observe_cpu(cpu_model_name(cpu), definitions=self.spec.query_definitions)
+        obs["feature_words"] = seen.feature_words
+        obs["filtered_features"] = seen.filtered_features
+        if seen.expansion is not None:
+            obs["expansion"] = seen.expansion.to_json()
+        if seen.definitions is not None:
+            obs["definitions"] = seen.definitions
         self._mark("queries", t0)
 
     async def exit_command(self, command: str) -> None:

@@ -11,11 +11,14 @@ The queries the rig needs:
 * :meth:`QmpSession.feature_words` / :meth:`QmpSession.filtered_features` -
   ``qom-get`` of the X86CPU properties of the same names, as :class:`CpuidTable`;
 * :meth:`QmpSession.cpu_model_expansion` - ``query-cpu-model-expansion``;
-* :meth:`QmpSession.cpu_definitions` - ``query-cpu-definitions``.
+* :meth:`QmpSession.cpu_definitions` - ``query-cpu-definitions``;
+* :meth:`QmpSession.observe_cpu` - all of the above for CPU 0 in two round trips
+  (commands are pipelined: QEMU answers them in order).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -94,6 +97,22 @@ class ModelExpansion:
     def enabled(self) -> frozenset[str]:
         """Names of boolean properties that are true (features, mostly)."""
         return frozenset(k for k, v in self.props.items() if v is True)
+
+
+#: where QEMU puts CPU 0 (every x86 machine type of QEMU 7.2 and 10.0); only a first guess, checked
+#: against ``query-cpus-fast`` (see :meth:`QmpSession.observe_cpu`)
+CPU0_QOM_PATH_GUESS = "/machine/unattached/device[0]"
+
+
+@dataclass
+class CpuObservation:
+    """What QMP says about CPU 0 (see :meth:`QmpSession.observe_cpu`)."""
+
+    qom_path: str
+    feature_words: CpuidTable
+    filtered_features: CpuidTable
+    expansion: ModelExpansion | None = None
+    definitions: list[CpuDefinition] | None = None
 
 
 class RigQMPClient(QMPClient):
@@ -181,6 +200,52 @@ class QmpSession:
     async def cpu_definitions(self) -> list[CpuDefinition]:
         reply = await self.execute("query-cpu-definitions")
         return [CpuDefinition.from_qmp(d) for d in reply]
+
+    async def observe_cpu(self, model: str | None, *, definitions: bool = False,
+                          qom_path_guess: str | None = CPU0_QOM_PATH_GUESS) -> CpuObservation:
+        """``query-cpus-fast`` -> qom-path of CPU 0, ``qom-get`` of its ``feature-words`` and
+        ``filtered-features``, ``query-cpu-model-expansion`` (full) of ``model`` (None when QEMU
+        cannot expand it) and, when asked, ``query-cpu-definitions``.
+
+        The ``qom-get`` commands are sent together with ``query-cpus-fast`` for the path
+        QEMU usually gives CPU 0 (``qom_path_guess``); if ``query-cpus-fast`` names
+        another path, they are sent again for that path.  Every exchange is in the
+        transcript.  Raises :class:`QmpFailure` as the single queries do.
+        """
+        # tasks start (and send) in the order they are made
+        cpus_t = asyncio.ensure_future(self.cpu0_qom_path())
+        guessed = None
+        if qom_path_guess:
+            guessed = asyncio.gather(self.feature_words(qom_path_guess), self.filtered_features(qom_path_guess),
+                                     return_exceptions=True)
+        exp_t = asyncio.ensure_future(self.cpu_model_expansion(model, "full")) if model else None
+        defs_t = asyncio.ensure_future(self.cpu_definitions()) if definitions else None
+        pending = [t for t in (cpus_t, exp_t, guessed, defs_t) if t is not None]
+        try:
+            path = await cpus_t
+            if guessed is not None and path == qom_path_guess:
+                words, filtered = await guessed
+                for r in (words, filtered):
+                    if isinstance(r, BaseException):
+                        raise r
+            else:
+                if guessed is not None:
+                    await guessed  # wrong path: its errors are in the transcript, the answer is asked again
+                words = await self.feature_words(path)
+                filtered = await self.filtered_features(path)
+            expansion = None
+            if exp_t is not None:
+                try:
+                    expansion = await exp_t
+                except QmpFailure:  # e.g. a model without expansion support
+                    expansion = None
+            defs = await defs_t if defs_t is not None else None
+        except BaseException:
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
+        return CpuObservation(path, words, filtered, expansion, defs)
 
     async def quit(self) -> None:
         await self.execute("quit")
