@@ -120,6 +120,11 @@ def execute(plan: Plan, *, jobs: int | None = None, progress: Progress | None = 
             from .linux_case import prepare_linux_image, say_stderr
 
             prepare_linux_image(ctx, say_stderr)
+        if any(c.guest == "ssh" for c in plan.todo):
+            from .linux_case import say_stderr
+            from .ssh_case import prepare_ssh_image
+
+            prepare_ssh_image(ctx, say_stderr)
         fp = _fingerprint(ctx, plan)
         plan.info.host_fingerprint, plan.info.host = fp.fingerprint, fp.to_json()
         plan.rundir.write_info(plan.info)

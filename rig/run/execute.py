@@ -167,6 +167,10 @@ async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
         from .linux_case import run_linux_case
 
         return await run_linux_case(ctx, case, workdir)
+    if case.guest == "ssh":
+        from .ssh_case import run_ssh_case
+
+        return await run_ssh_case(ctx, case, workdir)
     binary = ctx.binary(case.qemu)
     boot = probe_boot(case.machine, ctx.probe)
     cmd = QemuCommand(binary=str(binary.path), machine=boot.machine, accel=case.accel, cpu=case.cpu_arg,

@@ -18,7 +18,7 @@ from ..guest.protocol import ProbeProtocolError, ProbeReport, parse_transcript
 from ..qemu.launcher import ProbeVerdict
 
 FORMS = ("pvh", "bootsector")
-RUNNABLE_GUESTS = ("probe", "linux")
+RUNNABLE_GUESTS = ("probe", "linux", "ssh")
 
 
 class GuestError(RigError):
@@ -61,11 +61,15 @@ def probe_boot(machine: str, probe: ProbeArtifacts) -> Boot:
 def check_guest(guest: str, machine: str | None = None) -> None:
     if guest not in RUNNABLE_GUESTS:
         raise GuestError(f"guest {guest!r} cannot be run by `rig run` yet (runnable: {', '.join(RUNNABLE_GUESTS)})",
-                         hint="use guests = [\"probe\"] or [\"linux\"] in the matrix")
+                         hint="use guests = [\"probe\"], [\"linux\"] or [\"ssh\"] in the matrix")
     if guest == "linux" and machine is not None:
         from .linux_case import check_linux_machine
 
         check_linux_machine(machine)
+    if guest == "ssh" and machine is not None:
+        from .ssh_case import check_ssh_machine
+
+        check_ssh_machine(machine)
 
 
 class ProbeReader:

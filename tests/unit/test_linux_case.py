@@ -12,7 +12,8 @@ import pytest
 from rig.cpuid.table import CpuidTable
 from rig.errors import RigError
 from rig.run.guests import GuestError, check_guest
-from rig.run.linux_case import KernelFlagRule, check_linux_machine, kernel_flag_rules, kernel_view
+from rig.run.linux_case import check_linux_machine
+from rig.run.userview import KernelFlagRule, kernel_flag_rules, kernel_view
 
 
 def _vendor(t: CpuidTable, vendor: str) -> None:
@@ -89,7 +90,30 @@ def test_linux_bad_machines(machine):
         check_guest("linux", machine)
 
 
-def test_ssh_guest_is_not_runnable_yet():
-    with pytest.raises(GuestError, match="'ssh' cannot be run by `rig run` yet") as e:
-        check_guest("ssh", "q35")
-    assert "linux" in str(e.value)
+def test_unknown_guest_is_refused():
+    with pytest.raises(GuestError, match="'windows' cannot be run by `rig run`") as e:
+        check_guest("windows", "q35")
+    assert "linux" in str(e.value) and "ssh" in str(e.value)
+
+
+@pytest.mark.parametrize("machine", ["q35", "pc", "q35,smm=off"])
+def test_ssh_machines(machine):
+    check_guest("ssh", machine)
+
+
+@pytest.mark.parametrize("machine", ["microvm", "isapc", "q35+pvh"])
+def test_ssh_bad_machines(machine):
+    with pytest.raises(RigError, match="boots from a disk through firmware"):
+        check_guest("ssh", machine)
+
+
+def test_ssh_failures_map_to_outcomes():
+    from rig.guest import ssh
+    from rig.run.ssh_case import outcome_of
+
+    assert outcome_of(ssh.SshBootTimeout("no login")) == "timeout"
+    assert outcome_of(ssh.SshQemuExited("gone")) == "qemu-aborted"
+    assert outcome_of(ssh.SshHostKeyError("other key")) == "rig-error"
+    assert outcome_of(ssh.SshAuthError("refused")) == "rig-error"
+    assert outcome_of(ssh.SshCommandFailed("probe exited 1")) == "probe-failed"
+    assert outcome_of(ssh.SshCommandTimeout("probe hung")) == "probe-failed"

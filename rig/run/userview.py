@@ -1,0 +1,175 @@
+"""Cases whose guest is an operating system (``linux``, ``ssh``): the user-mode CPUID view and the kernel's.
+
+Both guests run the user-mode probe under a Linux kernel.  :func:`os_guest_result`
+turns what they saw into the same :class:`rig.run.result.CaseResult` as a
+probe case: predicted (QEMU model), configured (QMP) and observed = the probe's
+``user`` table, compared by :func:`rig.compare.threeway.compare`.  The runtime
+bits the guest kernel sets (OSXSAVE, OSPKE) follow their rules in
+``rig/compare/data/runtime.toml`` (mode ``user`` = "follows"); the
+XCR0-dependent 0xD sizes are volatile (``rig/compare/data/volatile.toml``).
+
+A fourth view, ``kernel`` (in ``views.json``, informational, never a finding):
+the guest kernel's ``/proc/cpuinfo`` flags against the CPUID bits its user mode
+read, by :func:`kernel_view`, with the kernel's own flag rules from
+``rig/run/data/kernel_flags.toml``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..compare.known import case_fields, match_outcome
+from ..compare.threeway import Finding, IssueRef, compare
+from ..cpuid.catalogue import catalogue
+from ..cpuid.table import CpuidTable
+from ..errors import RigError
+from ..matrix.model import Case
+from ..qemu.binaries import QemuBinary
+from ..qemu.launcher import Observation
+from .result import CaseResult
+from .rundir import write_json
+
+if TYPE_CHECKING:
+    from .execute import RunContext
+
+
+# ------------------------------------------------------------------ the kernel's view
+
+
+@dataclass(frozen=True)
+class KernelFlagRule:
+    flag: str
+    kind: str            # "implied" (the kernel sets it without its CPUID bit) | "optional" (may be cleared)
+    when: str            # "", "vendor=<vendor>", "cpuid=<catalogue feature>", or a cpuinfo flag that must be shown
+    reason: str
+
+
+@cache
+def kernel_flag_rules() -> tuple[KernelFlagRule, ...]:
+    text = resources.files("rig.run").joinpath("data/kernel_flags.toml").read_text()
+    try:
+        d = tomllib.loads(text)
+        rules = tuple(KernelFlagRule(str(r["flag"]), str(r["kind"]), str(r.get("when", "")), str(r["reason"]))
+                      for r in d.get("rule", []))
+    except (tomllib.TOMLDecodeError, KeyError, TypeError) as e:
+        raise RigError(f"rig/run/data/kernel_flags.toml: bad rule file: {e}") from None
+    bad = [r.kind for r in rules if r.kind not in ("implied", "optional")]
+    if bad:
+        raise RigError(f"rig/run/data/kernel_flags.toml: kind {bad[0]!r} is not 'implied' or 'optional'")
+    return rules
+
+
+def _applies(rule: KernelFlagRule, vendor: str | None, flags: set[str], table: CpuidTable) -> bool:
+    if not rule.when:
+        return True
+    key, _, value = rule.when.partition("=")
+    if key == "vendor":
+        return vendor == value
+    if key == "cpuid":
+        f = catalogue().lookup(value)
+        return f is not None and bool(table.bit(f.leaf, f.subleaf, f.reg, f.bit))
+    return rule.when in flags
+
+
+def kernel_view(table: CpuidTable, cpuinfo_flags: Iterable[str], *,
+                rules: Iterable[KernelFlagRule] | None = None) -> dict[str, Any]:
+    """The guest kernel's /proc/cpuinfo flags against the CPUID bits its user mode read.
+
+    Only flags with a CPUID location in the table count.  ``cpuid_only``: bit set, flag absent;
+    ``cpuinfo_only``: flag shown, bit clear; both after the kernel flag rules (``explained``).
+    """
+    flags = set(cpuinfo_flags)
+    rules = tuple(kernel_flag_rules() if rules is None else rules)
+    vendor = table.vendor
+    bits: dict[str, bool] = {}
+    for f in catalogue().features:
+        if f.cpuinfo and table.reg(f.leaf, f.subleaf, f.reg) is not None:
+            bits[f.cpuinfo] = bits.get(f.cpuinfo, False) or bool(table.bit(f.leaf, f.subleaf, f.reg, f.bit))
+    cpuid_only = sorted(n for n, on in bits.items() if on and n not in flags)
+    cpuinfo_only = sorted(n for n, on in bits.items() if not on and n in flags)
+    explained: dict[str, str] = {}
+    for r in rules:
+        if not _applies(r, vendor, flags, table):
+            continue
+        if r.kind == "implied" and r.flag in cpuinfo_only:
+            cpuinfo_only.remove(r.flag)
+            explained[r.flag] = r.reason
+        elif r.kind == "optional" and r.flag in cpuid_only:
+            cpuid_only.remove(r.flag)
+            explained[r.flag] = r.reason
+    return {"compared": len(bits), "cpuid_only": cpuid_only, "cpuinfo_only": cpuinfo_only, "explained": explained}
+
+
+def kernel_view_note(view: Mapping[str, Any] | None) -> str:
+    if not view:
+        return ""
+    parts = []
+    if view["cpuid_only"]:
+        parts.append("CPUID without /proc/cpuinfo flag: " + " ".join(view["cpuid_only"]))
+    if view["cpuinfo_only"]:
+        parts.append("/proc/cpuinfo flag without CPUID bit: " + " ".join(view["cpuinfo_only"]))
+    return "kernel view: " + "; ".join(parts) if parts else ""
+
+
+# ------------------------------------------------------------------ one case
+
+
+@dataclass
+class OsObservation:
+    """What an OS guest reported (None fields: it did not report)."""
+
+    release: str
+    user: CpuidTable | None
+    runtime: Mapping[str, Iterable[Any]] | None = None
+    cpuinfo_flags: list[str] | None = None
+    cpuinfo_bugs: list[str] | None = None
+    vulnerabilities: dict[str, str] | None = None
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}; {b}" if a and b else a or b
+
+
+def os_guest_result(ctx: RunContext, case: Case, workdir: Path, binary: QemuBinary, qmp: Observation, *,
+                    outcome: str, message: str, guest: OsObservation, extra_findings: Iterable[Finding] = (),
+                    views: Mapping[str, Any] | None = None) -> CaseResult:
+    """The case's result and ``views.json`` from QMP (``qmp``: feature-words, expansion) and the guest's report."""
+    from .execute import _table_json, detect_quirk, words_of
+
+    version = ".".join(map(str, binary.version))
+    result = CaseResult(case, outcome, message=message, qemu_version=version)
+    if outcome != "ok":
+        issue = match_outcome(ctx.matrix.known_issues, case_fields(case, version), outcome)
+        result.outcome_issue = IssueRef.of(issue) if issue else None
+    observed = {"user": guest.user} if guest.user is not None and outcome == "ok" else {}
+    configured = qmp.feature_words
+    pred = ctx.predictor(case, binary.series, qmp.expansion)
+    quirk = detect_quirk(case, qmp, observed, ctx.host_raw() if case.accel == "kvm" else None)
+    comparison = compare(case, predicted=pred.table, configured=configured, observed=observed, quirk=quirk,
+                         known=ctx.matrix.known_issues, qemu_version=version,
+                         runtime=guest.runtime if observed else None)
+    result.findings = [*comparison.findings, *extra_findings]
+    result.quirk = quirk
+    result.words = words_of(comparison.scope, pred.table, configured, observed.get("user"))
+    if pred.note and outcome == "ok":
+        result.message = _join(result.message, pred.note)
+    kview = kernel_view(guest.user, guest.cpuinfo_flags) if observed and guest.cpuinfo_flags is not None else None
+    result.message = _join(result.message, kernel_view_note(kview))
+    write_json(workdir / "views.json", {
+        "predicted": _table_json(pred.table), "configured": _table_json(configured),
+        "filtered": _table_json(qmp.filtered_features), "observed": {m: t.to_json() for m, t in observed.items()},
+        "observed_mode": "user" if observed else None, "expansion": qmp.expansion, "timings_ms": qmp.timings_ms,
+        "exit_code": qmp.exit_code, "guest": case.guest,
+        "kernel": {
+            "release": guest.release, "cpuinfo_flags": guest.cpuinfo_flags, "cpuinfo_bugs": guest.cpuinfo_bugs,
+            "vulnerabilities": guest.vulnerabilities, "view": kview,
+        },
+        **(views or {}),
+    })
+    return result
