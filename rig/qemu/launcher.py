@@ -8,12 +8,17 @@ Flow of :func:`launch`:
    connected to instead, with bounded retries);
 2. QEMU starts in its own session/process group, with ``-S`` when QMP queries
    are wanted, stdout to nowhere and stderr to ``stderr.log``;
-3. ``query-cpus-fast`` -> qom-path of CPU 0; ``qom-get`` ``feature-words`` and
-   ``filtered-features``; ``query-cpu-model-expansion`` (full) of the ``-cpu``
-   model; ``query-cpu-definitions`` only when asked (it is the same for every
-   case of a binary: see :func:`rig.qemu.binaries.cpu_definitions`);
-4. ``cont`` (or ``quit`` for a query-only launch), then wait for QEMU to exit
-   within the timeout while the serial log is written to the work directory;
+3. ``qmp_capabilities``, ``query-cpus-fast`` -> qom-path of CPU 0, ``qom-get``
+   ``feature-words`` and ``filtered-features``, ``query-cpu-model-expansion``
+   (full) of the ``-cpu`` model, ``query-cpu-definitions`` only when asked (it
+   is the same for every case of a binary: see
+   :func:`rig.qemu.binaries.cpu_definitions`), and then ``cont`` (or ``quit``
+   for a query-only launch) are sent at once, right after QEMU's greeting: QEMU
+   answers them in order when its start-up is over (see
+   :meth:`rig.qemu.qmp.QmpSession.observe_cpu`), so the guest starts only after
+   the queries are answered and a paused QEMU never waits for the rig;
+4. wait for QEMU to exit within the timeout while the serial log is written to
+   the work directory;
 5. on timeout: escalating shutdown - QMP ``quit``, then SIGTERM to the process
    group, then SIGKILL; on cancellation (Ctrl-C) SIGKILL to the group at once;
    and QEMU is started with ``PR_SET_PDEATHSIG`` = SIGKILL (by util-linux
@@ -364,7 +369,8 @@ class _Run:
         self.proc: _Child | None = None
         self.client: QMPClient | None = None
         self.session: QmpSession | None = None
-        self.qmp_ready = False
+        self.connected = False  # QMP greeting received
+        self.qmp_ready = False  # qmp_capabilities answered: QEMU's main loop runs (start-up is over)
         self.qmp_error: str | None = None
         self.shutdown_by = ""
         self.timings: dict[str, float] = {}
@@ -390,7 +396,7 @@ class _Run:
                     return  # QEMU exited before QMP: classified from its status
                 raise TimeoutError
             fut.result()
-            self.qmp_ready = True
+            self.connected = True
         finally:
             if not died.done():
                 died.cancel()
@@ -408,32 +414,53 @@ class _Run:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.05)
 
-    async def queries(self, obs: dict[str, Any], cpu: str | None) -> None:
+    async def queries(self, obs: dict[str, Any], cpu: str | None, then: str | None, ready_deadline: float,
+                      deadline: float, t_spawn: float) -> None:
+        """``qmp_capabilities``, the CPU queries and ``then`` (``cont``/``quit``), all sent at once:
+        QEMU answers them in order as soon as its start-up is over, so a paused QEMU waits for
+        nothing but its own answers (not for the rig's event loop between round trips).
+        QMP is *ready* when ``qmp_capabilities`` is answered; QEMU exiting before that is
+        classified from its exit status, not as a QMP failure."""
         s = self.session
-        assert s is not None
-        t0 = time.perf_counter()
-        seen = await s.observe_cpu(cpu_model_name(cpu), definitions=self.spec.query_definitions)
+        assert s is not None and isinstance(self.client, RigQMPClient)
+        caps = asyncio.ensure_future(self.client.capabilities())
+        seen_t = asyncio.ensure_future(s.observe_cpu(cpu_model_name(cpu), definitions=self.spec.query_definitions,
+                                                     then=then))
+        try:
+            try:
+                await asyncio.wait_for(asyncio.shield(caps), timeout=max(0.0, ready_deadline - time.monotonic()))
+            except QmpFailure:
+                if await self._exited_within(QUIT_GRACE):
+                    return  # QEMU ended during start-up: its exit status says why
+                raise
+            self.qmp_ready = True
+            self._mark("qmp_ready", t_spawn)
+            t0 = time.perf_counter()
+            seen = await asyncio.wait_for(asyncio.shield(seen_t), timeout=max(0.0, deadline - time.monotonic()))
+            self._mark("queries", t0)
+        finally:
+            for t in (caps, seen_t):
+                if not t.done():
+                    t.cancel()
+            await asyncio.gather(caps, seen_t, return_exceptions=True)
         obs["feature_words"] = seen.feature_words
         obs["filtered_features"] = seen.filtered_features
         if seen.expansion is not None:
             obs["expansion"] = seen.expansion.to_json()
         if seen.definitions is not None:
             obs["definitions"] = seen.definitions
-        self._mark("queries", t0)
+        if seen.then_error is not None and not await self._exited_within(QUIT_GRACE):
+            # ``cont``/``quit`` failed and QEMU still runs; QEMU exiting before it replies
+            # (a guest that resets or exits at once) is not a QMP failure
+            raise seen.then_error
 
-    async def exit_command(self, command: str) -> None:
-        """``cont``/``quit``: QEMU may exit before it replies (a guest that resets or exits at once);
-        the connection dropping then is not a QMP failure, the exit status tells what happened."""
-        assert self.session is not None and self.proc is not None
+    async def _exited_within(self, seconds: float) -> bool:
+        assert self.proc is not None
         try:
-            await self.session.execute(command)
-        except QmpFailure:
-            try:
-                await asyncio.wait_for(self.proc.wait(), timeout=QUIT_GRACE)
-            except TimeoutError:
-                raise
-            if self.proc.returncode is None:
-                raise
+            await asyncio.wait_for(self.proc.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
 
     async def wait_exit(self, deadline: float) -> bool:
         """True when QEMU exited before the deadline."""
@@ -503,7 +530,7 @@ async def launch(spec: LaunchSpec) -> Observation:
     with open(qmp_path, "w") as qmp_file, open(stderr_path, "wb") as err_file:
         try:
             if want_qmp:
-                run.client = RigQMPClient(spec.name)
+                run.client = RigQMPClient(spec.name, negotiate=False)
                 run.session = QmpSession(run.client, Transcript(qmp_file, t_start))
                 if mode == "accept":
                     await run.client.start_server(str(sock))
@@ -517,14 +544,12 @@ async def launch(spec: LaunchSpec) -> Observation:
             run._mark("spawn", t0)
             if want_qmp:
                 try:
-                    await run.connect(sock, mode, min(deadline, time.monotonic() + spec.connect_timeout))
-                    run._mark("qmp_ready", t0)
-                    if run.qmp_ready:
-                        await run.queries(obs, _cpu_from_argv(argv))
-                        if spec.query_only:
-                            await run.exit_command("quit")
-                        elif paused:
-                            await run.exit_command("cont")
+                    ready_deadline = min(deadline, time.monotonic() + spec.connect_timeout)
+                    await run.connect(sock, mode, ready_deadline)
+                    run._mark("qmp_connected", t0)
+                    if run.connected:
+                        then = "quit" if spec.query_only else ("cont" if paused else None)
+                        await run.queries(obs, _cpu_from_argv(argv), then, ready_deadline, deadline, t0)
                 except TimeoutError:
                     if time.monotonic() >= deadline:
                         timed_out = True
@@ -549,7 +574,11 @@ async def launch(spec: LaunchSpec) -> Observation:
             if run.client is not None:
                 with contextlib.suppress(Exception):
                     await run.client.disconnect()
-            shutil.rmtree(rundir, ignore_errors=True)
+            try:
+                sock.unlink(missing_ok=True)
+                rundir.rmdir()
+            except OSError:
+                shutil.rmtree(rundir, ignore_errors=True)
     exit_code = run.proc.returncode if run.proc else None
     stderr = stderr_path.read_text(errors="replace")
     serial_text = serial_path.read_text(errors="replace") if serial_path.exists() else ""

@@ -113,6 +113,8 @@ class CpuObservation:
     filtered_features: CpuidTable
     expansion: ModelExpansion | None = None
     definitions: list[CpuDefinition] | None = None
+    #: the failure of the command sent after the queries (``cont``/``quit``), if it failed
+    then_error: QmpFailure | None = None
 
 
 class RigQMPClient(QMPClient):
@@ -123,6 +125,23 @@ class RigQMPClient(QMPClient):
     ``query-cpu-model-expansion`` and ``feature-words`` replies that was about a
     third of the rig's CPU per case.  The transcript keeps every exchange anyway.
     """
+
+    def __init__(self, name: str | None = None, *, negotiate: bool = True) -> None:
+        super().__init__(name)
+        #: False: the caller sends ``qmp_capabilities`` itself (pipelined with its first
+        #: commands, see :func:`rig.qemu.launcher.launch`); the greeting is still awaited
+        self.negotiate = negotiate
+
+    async def capabilities(self) -> None:
+        """``qmp_capabilities`` (when the client was made with ``negotiate=False``); not
+        transcribed, as qemu.qmp's own negotiation is not."""
+        try:
+            await self.execute("qmp_capabilities")
+        except ExecuteError as e:
+            err = e.error.error
+            raise QmpFailure(f"QMP qmp_capabilities: {err.class_}: {err.desc}") from None
+        except (QMPError, OSError, EOFError) as e:
+            raise QmpFailure(f"QMP qmp_capabilities: connection failed: {type(e).__name__}: {e}") from None
 
     def _cb_outbound(self, msg: Any) -> Any:
         if self.logger.isEnabledFor(logging.DEBUG):
@@ -202,15 +221,20 @@ class QmpSession:
         return [CpuDefinition.from_qmp(d) for d in reply]
 
     async def observe_cpu(self, model: str | None, *, definitions: bool = False,
-                          qom_path_guess: str | None = CPU0_QOM_PATH_GUESS) -> CpuObservation:
+                          qom_path_guess: str | None = CPU0_QOM_PATH_GUESS,
+                          then: str | None = None) -> CpuObservation:
         """``query-cpus-fast`` -> qom-path of CPU 0, ``qom-get`` of its ``feature-words`` and
         ``filtered-features``, ``query-cpu-model-expansion`` (full) of ``model`` (None when QEMU
-        cannot expand it) and, when asked, ``query-cpu-definitions``.
+        cannot expand it), when asked ``query-cpu-definitions``, and then the command ``then``
+        (``cont``/``quit``), if any.
 
-        The ``qom-get`` commands are sent together with ``query-cpus-fast`` for the path
-        QEMU usually gives CPU 0 (``qom_path_guess``); if ``query-cpus-fast`` names
-        another path, they are sent again for that path.  Every exchange is in the
-        transcript.  Raises :class:`QmpFailure` as the single queries do.
+        All are sent at once and QEMU answers them in order, so ``then`` runs only after
+        the queries have been answered.  The ``qom-get`` commands go to the path QEMU
+        gives CPU 0 (``qom_path_guess``); if ``query-cpus-fast`` names another path they
+        are asked again for that path (after ``then``: the properties do not change
+        while the guest runs).  Every exchange is in the transcript.  Raises
+        :class:`QmpFailure` as the single queries do; a failure of ``then`` is returned
+        in :attr:`CpuObservation.then_error` (QEMU may exit before it answers ``cont``).
         """
         # tasks start (and send) in the order they are made
         cpus_t = asyncio.ensure_future(self.cpu0_qom_path())
@@ -220,7 +244,8 @@ class QmpSession:
                                      return_exceptions=True)
         exp_t = asyncio.ensure_future(self.cpu_model_expansion(model, "full")) if model else None
         defs_t = asyncio.ensure_future(self.cpu_definitions()) if definitions else None
-        pending = [t for t in (cpus_t, exp_t, guessed, defs_t) if t is not None]
+        then_t = asyncio.ensure_future(self.execute(then)) if then else None
+        pending = [t for t in (cpus_t, exp_t, guessed, defs_t, then_t) if t is not None]
         try:
             path = await cpus_t
             if guessed is not None and path == qom_path_guess:
@@ -240,12 +265,18 @@ class QmpSession:
                 except QmpFailure:  # e.g. a model without expansion support
                     expansion = None
             defs = await defs_t if defs_t is not None else None
+            then_error = None
+            if then_t is not None:
+                try:
+                    await then_t
+                except QmpFailure as e:
+                    then_error = e
         except BaseException:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             raise
-        return CpuObservation(path, words, filtered, expansion, defs)
+        return CpuObservation(path, words, filtered, expansion, defs, then_error)
 
     async def quit(self) -> None:
         await self.execute("quit")
