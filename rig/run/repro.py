@@ -66,8 +66,8 @@ def _argv(run_path: Path, r: CaseResult) -> list[str]:
         raise ReproError(f"{p}: cannot read the case's command line ({e.strerror})") from None
 
 
-def _rewrite(argv: list[str], image_name: str) -> list[str]:
-    """The case's argv without the rig's QMP socket, serial file and -S, with the image next to the script."""
+def _rewrite(argv: list[str], image_name: str, initrd_name: str | None = None) -> list[str]:
+    """The case's argv without the rig's QMP socket, serial file and -S, with the image (and initrd) next to the script."""
     out: list[str] = []
     i = 0
     while i < len(argv):
@@ -80,6 +80,10 @@ def _rewrite(argv: list[str], image_name: str) -> list[str]:
             continue
         if a == "-kernel" and i + 1 < len(argv):
             out += [a, f"@HERE@/{image_name}"]
+            i += 2
+            continue
+        if a == "-initrd" and initrd_name and i + 1 < len(argv):
+            out += [a, f"@HERE@/{initrd_name}"]
             i += 2
             continue
         if a == "-drive" and i + 1 < len(argv):
@@ -98,7 +102,8 @@ def _leaves(r: CaseResult) -> list[tuple[int, int]]:
     return list(seen) or [(1, 0), (7, 0)]
 
 
-def _script(r: CaseResult, argv: list[str], cpu_path: str, binary: str) -> str:
+def _script(r: CaseResult, argv: list[str], cpu_path: str, binary: str, expect: int = EXIT_PROBE_OK,
+            what: str = "probe finished") -> str:
     def q(a: str) -> str:
         if a == "@QEMU@":
             return '"$QEMU"'
@@ -133,7 +138,7 @@ EOF
 timeout {max(10, int(r.case.timeout) + 5)} {cmd} -S -qmp stdio -serial file:"$HERE/serial.log" \\
   < "$HERE/qmp-commands.jsonl" > "$HERE/qmp-replies.jsonl" 2> "$HERE/stderr.log"
 status=$?
-echo "QEMU exit status: $status (expected {EXIT_PROBE_OK}: probe finished; 124: timed out)"
+echo "QEMU exit status: $status (expected {expect}: {what}; 124: timed out)"
 echo "--- configured (QMP feature-words): $HERE/qmp-replies.jsonl"
 echo "--- observed (guest CPUID rows: C LEAF SUBLEAF EAX EBX ECX EDX, one section per CPU mode):"
 {greps}
@@ -177,9 +182,20 @@ def write_repro(run: RunDir, case_id: str, out: Path | None = None) -> Repro:
         views = json.loads(views_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ReproError(f"{views_path}: cannot read ({e})") from None
-    src = Path(views["image"])
-    if not src.is_file():
-        raise ReproError(f"probe image {src} is gone from the cache", hint="rerun the case (rig run -k ID) to rebuild it")
+    guest = views.get("guest", "probe")
+    if guest == "ssh":
+        raise ReproError(f"case {r.id} boots the ssh guest's disk image, which a reproducer does not copy",
+                         hint=f"boot the same guest with: rig ssh --cpu {shlex.quote(r.case.cpu_arg)} "
+                              f"--machine {r.case.machine} --accel {r.case.accel}")
+    initrd = None
+    if guest == "linux":  # the linux guest: the kernel and initramfs the command line names
+        src = Path(argv[argv.index("-kernel") + 1]) if "-kernel" in argv else Path(views["image"])
+        initrd = Path(argv[argv.index("-initrd") + 1]) if "-initrd" in argv else None
+    else:
+        src = Path(views["image"])
+    for f in (src, initrd):
+        if f is not None and not f.is_file():
+            raise ReproError(f"{guest} image {f} is gone from the cache", hint="rerun the case (rig run -k ID) to rebuild it")
     cpu_path = "/machine/unattached/device[0]"
     qmp = run.path / r.artifacts / "qmp.jsonl"
     if qmp.exists():
@@ -192,8 +208,11 @@ def write_repro(run: RunDir, case_id: str, out: Path | None = None) -> Repro:
     d.mkdir(parents=True, exist_ok=True)
     image = d / src.name
     shutil.copyfile(src, image)
+    if initrd is not None:
+        shutil.copyfile(initrd, d / initrd.name)
     script = d / "repro.sh"
-    script.write_text(_script(r, _rewrite(argv, src.name), cpu_path, argv[0]))
+    expect = (0, "the linux guest's init reported and ended QEMU") if guest == "linux" else (EXIT_PROBE_OK, "probe finished")
+    script.write_text(_script(r, _rewrite(argv, src.name, initrd.name if initrd else None), cpu_path, argv[0], *expect))
     script.chmod(0o755)
     readme = d / "README.txt"
     readme.write_text(_readme(r, run.path))

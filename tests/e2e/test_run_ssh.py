@@ -108,6 +108,14 @@ def test_ssh_cases_run_and_agree_with_qemu(run):
         assert {"spectre_v1", "spectre_v2"} <= set(v["kernel"]["vulnerabilities"])
 
 
+def test_repro_points_to_rig_ssh(run):
+    _, _, _, rundir, results = run
+    r = results["no-avx2"]
+    p = _start(["repro", r["id"], "--run", str(rundir)])
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "rig ssh --cpu EPYC-Rome,-avx2 --machine q35 --accel tcg" in err, err
+
+
 def _qemu_pids_under(path: Path, marker: str = "qemu-system") -> list[int]:
     """PIDs of live QEMUs whose command line mentions ``path`` and ``marker`` (read-only check)."""
     out = []
