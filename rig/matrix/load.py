@@ -30,6 +30,8 @@ DEFAULT_KEYS = GROUP_KEYS - {"name", "models", "exclude"}
 MATCH_KEYS = ("model", "variant", "machine", "accel", "guest", "host", "qemu", "qemu_version", "case")
 _HOST = re.compile(r"^(native|simulate(:[^@\s]+(@\S+)?)?"
                    r"|emulated:[A-Za-z0-9_.-]+@[0-9A-Za-z.+~-]+(,[A-Za-z0-9_.]+=[A-Za-z0-9_.-]+)*)$")
+#: a guest, optionally with an argument: ``linux@6.1`` (the Debian kernel of the linux guest)
+_GUEST = re.compile(r"^(" + "|".join(GUESTS) + r")(@[0-9A-Za-z.+~-]+)?$")
 _FLAG = re.compile(r"^([+-][A-Za-z0-9_.-]+|[A-Za-z0-9_.-]+=(on|off|true|false))$")
 
 
@@ -144,7 +146,8 @@ def _group(ctx: _Ctx, d: Any, index: int, defaults: dict) -> Group:
         variants=_variants(ctx, merged, path, default_variants),
         machines=ctx.str_list(merged, "machines", path, default=("microvm",), what="machine type"),
         accels=ctx.str_list(merged, "accels", path, default=("tcg",), allowed=ACCELS, what="accelerator"),
-        guests=ctx.str_list(merged, "guests", path, default=("probe",), allowed=GUESTS, what="guest"),
+        guests=ctx.str_list(merged, "guests", path, default=("probe",), pattern=_GUEST,
+                            what="guest (probe, linux, linux@KERNEL, ssh)"),
         qemu=ctx.str_list(merged, "qemu", path, default=("system",), what="QEMU binary (\"system\", a path or a version)"),
         hosts=ctx.str_list(merged, "hosts", path, default=("native",), pattern=_HOST,
                            what="host (native, simulate[:PROFILE[@KERNEL]], emulated:MODEL@KERNEL[,param=value...])"),

@@ -116,10 +116,9 @@ def execute(plan: Plan, *, jobs: int | None = None, progress: Progress | None = 
     progress = progress or Progress(len(plan.cases), done=plan.resumed)
     if plan.todo:
         ctx = RunContext(plan.matrix, plan.rundir, build_probe(), predictor or Predictor())
-        if any(c.guest == "linux" for c in plan.todo):
-            from .linux_case import prepare_linux_image, say_stderr
+        from .linux_case import prepare_linux_images
 
-            prepare_linux_image(ctx, say_stderr)
+        prepare_linux_images(ctx, plan.todo)
         if any(c.guest == "ssh" for c in plan.todo):
             from .linux_case import say_stderr
             from .ssh_case import prepare_ssh_image

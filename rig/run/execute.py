@@ -163,7 +163,7 @@ def _simulate(ctx: RunContext, case: Case) -> CaseResult:
 
 
 async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
-    if case.guest == "linux":
+    if case.guest.partition("@")[0] == "linux":
         from .linux_case import run_linux_case
 
         return await run_linux_case(ctx, case, workdir)

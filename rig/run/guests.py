@@ -58,10 +58,20 @@ def probe_boot(machine: str, probe: ProbeArtifacts) -> Boot:
     return Boot(base, form, drive=probe.bootsector)
 
 
+def guest_kind(guest: str) -> tuple[str, str | None]:
+    """``"linux@6.1"`` -> ("linux", "6.1"); ``"probe"`` -> ("probe", None)."""
+    kind, sep, arg = guest.partition("@")
+    return kind, (arg if sep else None)
+
+
 def check_guest(guest: str, machine: str | None = None) -> None:
-    if guest not in RUNNABLE_GUESTS:
+    kind, arg = guest_kind(guest)
+    if kind not in RUNNABLE_GUESTS:
         raise GuestError(f"guest {guest!r} cannot be run by `rig run` yet (runnable: {', '.join(RUNNABLE_GUESTS)})",
                          hint="use guests = [\"probe\"], [\"linux\"] or [\"ssh\"] in the matrix")
+    if arg is not None and kind != "linux":
+        raise GuestError(f"guest {guest!r}: only the linux guest takes an argument (linux@KERNEL, e.g. linux@6.1)")
+    guest = kind
     if guest == "linux" and machine is not None:
         from .linux_case import check_linux_machine
 

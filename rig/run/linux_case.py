@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,29 +46,46 @@ def say_stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def prepare_linux_image(ctx: RunContext, say: Callable[[str], None] | None = None) -> LinuxImage:
-    """The run's linux guest image, built (or found in the cache) once; a clear error when it cannot be built."""
-    img = ctx.guest_images.get(GUEST)
+def linux_kernel(guest: str) -> str | None:
+    """The kernel request of a ``linux@KERNEL`` guest (None: the recipe's default kernel)."""
+    kind, sep, kernel = guest.partition("@")
+    return kernel if sep else None
+
+
+def prepare_linux_image(ctx: RunContext, kernel: str | None = None,
+                        say: Callable[[str], None] | None = None) -> LinuxImage:
+    """The run's linux guest image for ``kernel``, built (or found in the cache) once; a clear error when it
+    cannot be built."""
+    key = GUEST if kernel is None else f"{GUEST}@{kernel}"
+    img = ctx.guest_images.get(key)
     if img is not None:
         return img
     if say is not None:
-        say("rig run: preparing the linux guest image (Debian kernel + busybox + probe; "
-            "the first time it downloads the kernel packages)")
+        say(f"rig run: preparing the linux guest image ({'the default kernel' if kernel is None else 'kernel ' + kernel}"
+            " + busybox + probe; the first time it downloads the kernel packages)")
     try:
-        img = build_linux_image()
+        img = build_linux_image(kernel)
     except RigError as e:
+        cmd = "rig images build linux" + (f" --kernel {kernel}" if kernel else "")
         raise LinuxGuestUnavailable(f"the linux guest image cannot be built: {e}",
-                                    hint="build it once with network access: rig images build linux") from None
+                                    hint=f"build it once with network access: {cmd}") from None
     if say is not None:
         say(f"rig run: linux guest {img.release} ({img.directory})")
-    ctx.guest_images[GUEST] = img
+    ctx.guest_images[key] = img
     return img
 
 
+def prepare_linux_images(ctx: RunContext, cases: Iterable[Case], say: Callable[[str], None] | None = say_stderr) -> None:
+    """Every linux image the cases need, before the first case starts."""
+    for guest in sorted({c.guest for c in cases if c.guest.partition("@")[0] == GUEST}):
+        prepare_linux_image(ctx, linux_kernel(guest), say)
+
+
 async def run_linux_case(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
-    img = ctx.guest_images.get(GUEST)
+    kernel = linux_kernel(case.guest)
+    img = ctx.guest_images.get(GUEST if kernel is None else f"{GUEST}@{kernel}")
     if img is None:  # a caller that did not prepare the run (e.g. one case under pytest)
-        img = await asyncio.to_thread(prepare_linux_image, ctx)
+        img = await asyncio.to_thread(prepare_linux_image, ctx, kernel)
     binary = ctx.binary(case.qemu)
     cmd = linux_command(img, cpu=case.cpu_arg, accel=case.accel, machine=case.machine, binary=str(binary.path),
                         firmware_dir=binary.firmware_dir)

@@ -182,7 +182,7 @@ def write_repro(run: RunDir, case_id: str, out: Path | None = None) -> Repro:
         views = json.loads(views_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ReproError(f"{views_path}: cannot read ({e})") from None
-    guest = views.get("guest", "probe")
+    guest = str(views.get("guest", "probe")).partition("@")[0]  # linux@KERNEL is the linux guest
     if guest == "ssh":
         raise ReproError(f"case {r.id} boots the ssh guest's disk image, which a reproducer does not copy",
                          hint=f"boot the same guest with: rig ssh --cpu {shlex.quote(r.case.cpu_arg)} "

@@ -37,6 +37,10 @@ name = "g"
 models = ["EPYC-Rome", "Skylake-Server"]
 variants = [ { name = "default" }, { name = "no-avx2", flags = ["-avx2"] } ]
 exclude = [ { model = "Skylake-Server", variant = "no-avx2" }, { model = "EPYC-Rome", variant = "default" } ]
+[[group]]
+name = "kernel"
+guests = ["linux@6.1"]
+models = ["EPYC-Rome"]
 """
 AVX2 = (7, 0, "ebx", 5)
 
@@ -56,7 +60,7 @@ def run(tmp_path_factory, qemu_binary):
     results = {}
     for line in (tmp / "run" / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
-        results[(r["case"]["model"], r["case"]["variant"])] = r
+        results[(r["case"]["model"], r["case"]["variant"] + ("@" + r["case"]["guest"] if "@" in r["case"]["guest"] else ""))] = r
     return p, tmp / "run", results
 
 
@@ -80,11 +84,11 @@ def test_run_succeeds_without_unexpected_findings(run):
     p, rundir, results = run
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert "preparing the linux guest image" in p.stderr
-    assert len(results) == 2
+    assert len(results) == 3
     for r in results.values():
         assert r["outcome"] == "ok", (r["id"], r["message"])
         assert r["verdict"] == "pass", (r["id"], r["unexpected"], [f["name"] for f in r["findings"]])
-        assert r["case"]["guest"] == "linux"
+        assert r["case"]["guest"].partition("@")[0] == "linux"
         case = rundir / r["artifacts"]
         for name in ("cmdline.txt", "serial.log", "qmp.jsonl", "views.json"):
             assert (case / name).is_file(), name
@@ -153,3 +157,15 @@ def test_repro_of_a_linux_case_runs_plain_qemu(run, tmp_path):
     ebx = int(row.split()[4], 16)
     assert ebx >> AVX2[3] & 1 == 0
     assert ebx == int(r["words"]["0x7.0.ebx"][2], 16)
+
+
+def test_kernel_is_selected_per_guest(run):
+    """guests = ["linux@6.1"]: that case boots the Debian 6.1 kernel (the guest's own uname -r), the others the
+    recipe's default; the ID says which."""
+    _, rundir, results = run
+    old = results[("EPYC-Rome", "default@linux@6.1")]
+    assert "-linux_6.1-" in old["id"]
+    assert _views(rundir, old)["kernel"]["release"].startswith("6.1.")
+    assert old["verdict"] == "pass"
+    default = _views(rundir, results[("Skylake-Server", "default")])["kernel"]["release"]
+    assert default == build_linux_image().release  # the recipe's default kernel (cached by the fixture)

@@ -117,3 +117,28 @@ def test_ssh_failures_map_to_outcomes():
     assert outcome_of(ssh.SshAuthError("refused")) == "rig-error"
     assert outcome_of(ssh.SshCommandFailed("probe exited 1")) == "probe-failed"
     assert outcome_of(ssh.SshCommandTimeout("probe hung")) == "probe-failed"
+
+
+def test_guest_arguments():
+    from rig.run.guests import guest_kind
+    from rig.run.linux_case import linux_kernel
+
+    assert guest_kind("linux@6.1") == ("linux", "6.1") and guest_kind("probe") == ("probe", None)
+    assert linux_kernel("linux@7.3") == "7.3" and linux_kernel("linux") is None
+    check_guest("linux@6.12", "microvm")
+    with pytest.raises(GuestError, match="only the linux guest takes an argument"):
+        check_guest("probe@6.1", "microvm")
+
+
+@pytest.mark.parametrize(("guests", "ok"), [('["linux@6.1", "linux"]', True), ('["linux@"]', False),
+                                           ('["linux 6.1"]', False), ('["windows"]', False)])
+def test_matrix_guest_field(tmp_path, guests, ok):
+    from rig.matrix.load import MatrixError, load_matrix
+
+    p = tmp_path / "m.toml"
+    p.write_text(f'[matrix]\nname = "m"\n[[group]]\nname = "g"\nmodels = ["qemu64"]\nguests = {guests}\n')
+    if ok:
+        assert load_matrix(p).groups[0].guests == ("linux@6.1", "linux")
+    else:
+        with pytest.raises(MatrixError, match=r"guests\[0\]"):
+            load_matrix(p)
