@@ -203,6 +203,9 @@ class LaunchSpec:
     query_definitions: bool = False
     probe_check: ProbeCheck | None = None
     connect_timeout: float = 10.0
+    #: called once right after QEMU has started: work of the caller's that does not need QEMU's
+    #: answers (e.g. the case's prediction) runs while QEMU starts up instead of after it exits
+    on_started: Callable[[], None] | None = None
 
 
 @dataclass
@@ -542,6 +545,8 @@ async def launch(spec: LaunchSpec) -> Observation:
                 return _observation(spec, argv, None, "qemu-error", f"cannot start {argv[0]}: {e.strerror}",
                                     serial_path, qmp_path, stderr_path, obs, t_start, run)
             run._mark("spawn", t0)
+            if spec.on_started is not None:
+                spec.on_started()
             if want_qmp:
                 try:
                     ready_deadline = min(deadline, time.monotonic() + spec.connect_timeout)

@@ -31,7 +31,7 @@ from ..qemu.binaries import QemuBinary, find_qemu
 from ..qemu.cmdline import QemuCommand
 from ..qemu.launcher import LaunchSpec, Observation, launch
 from .guests import ProbeReader, check_guest, probe_boot
-from .predict import Predictor
+from .predict import Prediction, Predictor
 from .result import CaseResult, judge
 from .rundir import RunDir, write_json
 
@@ -176,7 +176,9 @@ async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
     cmd = QemuCommand(binary=str(binary.path), machine=boot.machine, accel=case.accel, cpu=case.cpu_arg,
                       kernel=boot.kernel, drive=boot.drive, memory=ctx.memory, firmware_dir=binary.firmware_dir)
     reader = ProbeReader(case.id, workdir / "serial.log")
-    obs: Observation = await launch(LaunchSpec(cmd, case.id, workdir, timeout=case.timeout, probe_check=reader))
+    preds: list[Prediction] = []  # predicted while QEMU starts up (the model does not use QEMU's answers)
+    obs: Observation = await launch(LaunchSpec(cmd, case.id, workdir, timeout=case.timeout, probe_check=reader,
+                                               on_started=lambda: preds.append(ctx.predictor(case, binary.series, None))))
     version = ".".join(map(str, binary.version))
     result = CaseResult(case, obs.outcome, message=obs.message, qemu_version=version)
     fields = case_fields(case, version)
@@ -185,7 +187,7 @@ async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
         result.outcome_issue = IssueRef.of(issue) if issue else None
     observed = reader.report.tables if reader.report is not None and obs.outcome == "ok" else {}
     configured = obs.feature_words
-    pred = ctx.predictor(case, binary.series, obs.expansion)
+    pred = preds[0] if preds else ctx.predictor(case, binary.series, obs.expansion)
     quirk = detect_quirk(case, obs, observed, ctx.host_raw() if case.accel == "kvm" else None)
     comparison = compare(case, predicted=pred.table, configured=configured, observed=observed, quirk=quirk,
                          known=ctx.matrix.known_issues, qemu_version=version,
