@@ -95,6 +95,9 @@ async def run_linux_case(ctx: RunContext, case: Case, workdir: Path) -> CaseResu
     message = obs.message
     if obs.outcome != "ok" and run.error is not None:
         message = f"{message}; {run.error.problem}" if message else run.error.problem
+    if obs.outcome == "timeout" and case.accel == "kvm" and not obs.serial_text.strip():
+        message += ("; the kernel printed nothing: Linux guests hang on KVM hosts that do not intercept CPUID "
+                    "(e.g. PVM); a probe case with the same -cpu shows whether this host is one")
     rep = run.report
     guest = OsObservation(img.release, None) if rep is None else OsObservation(
         rep.release, rep.table, rep.probe.runtime, rep.flags, rep.bugs, rep.vulnerabilities)

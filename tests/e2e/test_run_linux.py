@@ -169,3 +169,33 @@ def test_kernel_is_selected_per_guest(run):
     assert old["verdict"] == "pass"
     default = _views(rundir, results[("Skylake-Server", "default")])["kernel"]["release"]
     assert default == build_linux_image().release  # the recipe's default kernel (cached by the fixture)
+
+
+KVM_MATRIX = """
+[matrix]
+name = "linux-kvm-test"
+[defaults]
+accels = ["kvm"]
+guests = ["linux"]
+machines = ["microvm"]
+timeout = 6
+[[group]]
+name = "g"
+models = ["EPYC-Rome"]
+"""
+
+
+def test_linux_under_kvm_boots_or_times_out_with_the_reason(run, tmp_path):
+    """Under this machine's /dev/kvm: a KVM that runs Linux guests gives a complete case; one that does not
+    (PVM-style hosts hang Linux guests silently) gives outcome timeout with the reason in the message."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("/dev/kvm is absent or not accessible: KVM cases need a host with KVM")
+    (tmp_path / "m.toml").write_text(KVM_MATRIX)
+    p = _rig(["run", str(tmp_path / "m.toml"), "--out", str(tmp_path / "run"), "--no-history"], timeout=120)
+    (r,) = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    if r["outcome"] == "ok":
+        assert p.returncode in (0, 1), p.stderr[-2000:]
+    else:
+        assert r["outcome"] == "timeout", (r["outcome"], r["message"])
+        assert "Linux guests hang on KVM hosts that do not intercept CPUID" in r["message"]
+        assert p.returncode == 1
