@@ -46,7 +46,7 @@ class HostNotAvailable(RigError):
 def check_hosts(cases: Sequence[Case]) -> None:
     """Fail early (before any QEMU starts) for hosts or guests this rig cannot run."""
     for c in cases:
-        check_guest(c.guest, c.machine)
+        check_guest(c.guest, c.machine, c.host)
         if c.host.startswith("emulated:"):
             try:
                 from ..emulate.host import parse_host_spec

@@ -64,8 +64,11 @@ def guest_kind(guest: str) -> tuple[str, str | None]:
     return kind, (arg if sep else None)
 
 
-def check_guest(guest: str, machine: str | None = None) -> None:
+def check_guest(guest: str, machine: str | None = None, host: str = "native") -> None:
     kind, arg = guest_kind(guest)
+    if host.startswith("emulated:") and kind != "probe":
+        raise GuestError(f"guest {guest!r} on host {host!r}: emulated hosts run the probe as their L2 guests only",
+                         hint="use guests = [\"probe\"] for emulated hosts")
     if kind not in RUNNABLE_GUESTS:
         raise GuestError(f"guest {guest!r} cannot be run by `rig run` yet (runnable: {', '.join(RUNNABLE_GUESTS)})",
                          hint="use guests = [\"probe\"], [\"linux\"] or [\"ssh\"] in the matrix")

@@ -142,3 +142,10 @@ def test_matrix_guest_field(tmp_path, guests, ok):
     else:
         with pytest.raises(MatrixError, match=r"guests\[0\]"):
             load_matrix(p)
+
+
+def test_emulated_hosts_take_only_the_probe():
+    check_guest("probe", "microvm", "emulated:EPYC-Rome@6.12")
+    check_guest("linux", "microvm", "simulate")
+    with pytest.raises(GuestError, match="emulated hosts run the probe"):
+        check_guest("linux", "microvm", "emulated:EPYC-Rome@6.12")
