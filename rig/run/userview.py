@@ -153,7 +153,8 @@ def os_guest_result(ctx: RunContext, case: Case, workdir: Path, binary: QemuBina
     quirk = detect_quirk(case, qmp, observed, ctx.host_raw() if case.accel == "kvm" else None)
     comparison = compare(case, predicted=pred.table, configured=configured, observed=observed, quirk=quirk,
                          known=ctx.matrix.known_issues, qemu_version=version,
-                         runtime=guest.runtime if observed else None)
+                         runtime=guest.runtime if observed else None,
+                         predicted_filtered=pred.filtered, configured_filtered=qmp.filtered_features)
     result.findings = [*comparison.findings, *extra_findings]
     result.quirk = quirk
     result.words = words_of(comparison.scope, pred.table, configured, observed.get("user"))
@@ -163,7 +164,8 @@ def os_guest_result(ctx: RunContext, case: Case, workdir: Path, binary: QemuBina
     result.message = _join(result.message, kernel_view_note(kview))
     write_json(workdir / "views.json", {
         "predicted": _table_json(pred.table), "configured": _table_json(configured),
-        "filtered": _table_json(qmp.filtered_features), "observed": {m: t.to_json() for m, t in observed.items()},
+        "filtered": _table_json(qmp.filtered_features), "predicted_filtered": _table_json(pred.filtered),
+        "observed": {m: t.to_json() for m, t in observed.items()},
         "observed_mode": "user" if observed else None, "expansion": qmp.expansion, "timings_ms": qmp.timings_ms,
         "exit_code": qmp.exit_code, "guest": case.guest,
         "kernel": {
