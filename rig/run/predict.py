@@ -4,6 +4,11 @@ The model is another module's job; this adapter only asks it.  When the model
 is not importable (or cannot predict a case, e.g. a model it does not know),
 the prediction is ``None`` and the comparison has two views (configured and
 observed); the result says why in ``prediction_note``.
+
+`rig run` asks for a case's prediction while that case's QEMU starts up
+(:attr:`rig.qemu.launcher.LaunchSpec.on_started`), before QEMU has answered
+anything: ``expansion`` is then None.  The model must not need QEMU's answers
+(a prediction made from them would be a copy of what it is compared with).
 """
 
 from __future__ import annotations
