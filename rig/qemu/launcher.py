@@ -631,9 +631,10 @@ def _settle(live: Path, link: Path) -> None:
     except FileNotFoundError:
         link.unlink()
         return
-    tmp = link.with_name(link.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, link)
+    # in place, no temporary file and rename: a case's artifacts count only once its result
+    # is recorded (each file created costs ~0.3 ms of kernel CPU on this machine's ext4)
+    link.unlink()
+    link.write_bytes(data)
     live.unlink()
 
 
