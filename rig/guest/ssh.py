@@ -49,6 +49,7 @@ from typing import Any
 from ..errors import RigError
 from ..images.ssh import SshImage
 from ..qemu.cmdline import QemuCommand
+from ..qemu.launcher import spawn_argv
 from .instructions import InsnReport, classify, parse_insncheck
 from .protocol import ProbeReport, parse_transcript
 
@@ -433,9 +434,11 @@ class QemuProcess:
     def start(cls, argv: list[str], workdir: Path) -> QemuProcess:
         err = workdir / "stderr.log"
         try:
+            # like every QEMU the rig starts: its own process group, and SIGKILL when the rig dies
+            spawn, preexec = spawn_argv(argv)
             with open(err, "wb") as f:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f,
-                                        start_new_session=True)
+                proc = subprocess.Popen(spawn, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f,
+                                        start_new_session=True, preexec_fn=preexec)
         except OSError as e:
             raise SshQemuExited(f"cannot start {argv[0]}: {e.strerror}") from None
         return cls(proc, argv, err, workdir / "serial.log")

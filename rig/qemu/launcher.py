@@ -96,7 +96,7 @@ if _SETPRIV is None:
     _PRCTL = _resolve_prctl()
 
 
-def _spawn_argv(argv: list[str]) -> tuple[list[str], Callable[[], None] | None]:
+def spawn_argv(argv: list[str]) -> tuple[list[str], Callable[[], None] | None]:
     """(argv to exec, preexec_fn): QEMU under ``setpriv --pdeathsig KILL``, or prctl in a preexec_fn."""
     if _SETPRIV is not None:
         return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv], None
@@ -151,7 +151,7 @@ def _start(argv: list[str], err_file) -> _Child:
         # setpriv would start and then fail to exec: say so as the exec itself would
         if shutil.which(argv[0]) is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
-    spawn, preexec = _spawn_argv(argv)
+    spawn, preexec = spawn_argv(argv)
     popen = subprocess.Popen(spawn, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
                              start_new_session=True, preexec_fn=preexec)
     return _Child(popen)

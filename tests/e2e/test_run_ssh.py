@@ -7,6 +7,7 @@ position of AVX2 (CPUID.(EAX=7,ECX=0):EBX[5], Intel SDM vol. 2A) and the guest k
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -150,3 +151,25 @@ def test_sigterm_during_boot_leaves_no_qemu(image, tmp_path):
     assert "resume with: rig run --resume" in err
     time.sleep(0.5)
     assert _qemu_pids_under(run) == []
+
+
+def test_sigkill_of_the_rig_leaves_no_qemu(image, tmp_path):
+    """A rig killed with SIGKILL cannot stop anything: the ssh guests' QEMUs go because they run under the
+    parent-death signal (``setpriv --pdeathsig KILL``), like every QEMU the launcher starts."""
+    (tmp_path / "m.toml").write_text(MATRIX)
+    run = tmp_path / "run"
+    p = _start(["run", str(tmp_path / "m.toml"), "--out", str(run), "--jobs", "2", "--no-history"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(_qemu_pids_under(run, "hostfwd=")) < 2:
+        time.sleep(0.2)
+    assert _qemu_pids_under(run, "hostfwd="), "the ssh guests' QEMUs never started"
+    p.kill()
+    p.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _qemu_pids_under(run):
+        time.sleep(0.1)
+    left = _qemu_pids_under(run)
+    for pid in left:  # do not leave them running if the test fails
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert left == [], f"QEMU outlived a SIGKILLed rig: {left}"
