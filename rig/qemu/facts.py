@@ -14,6 +14,7 @@ binary's (7.2 for 7.2.x … 9.x, 10.0 for 10.x and newer) and says so in
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -216,12 +217,18 @@ def _read(name: str) -> dict[str, Any]:
 
 
 def available_series() -> list[tuple[int, int]]:
+    """The QEMU series with model data (``rig/qemu/data/qemu-X.Y.toml``), oldest first."""
+    return list(_available_series())
+
+
+@functools.cache
+def _available_series() -> tuple[tuple[int, int], ...]:
     out = []
     for p in resources.files("rig.qemu").joinpath("data").iterdir():
         m = re.fullmatch(r"qemu-(\d+)\.(\d+)\.toml", p.name)
         if m:
             out.append((int(m.group(1)), int(m.group(2))))
-    return sorted(out)
+    return tuple(sorted(out))
 
 
 def _series_of(version: str | tuple[int, ...]) -> tuple[int, int]:
