@@ -49,7 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if done.history_diff is not None:
         d = done.history_diff
         print(f"history: against the previous run on this host: {len(d.bit_changes)} bits changed, "
-              f"{len(d.new_findings)} new findings, {len(d.fixed_findings)} fixed (details: rig history)")
+              f"{len(d.new_findings)} new findings, {len(d.fixed_findings)} fixed, "
+              f"{len(d.outcome_changes)} outcomes changed (details: rig history)")
     print(f"report: {done.reports.html}")
     print(f"junit:  {done.reports.junit}")
     if done.unexpected:

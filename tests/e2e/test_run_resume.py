@@ -113,7 +113,8 @@ def test_run_report_history_and_repro(tmp_path, env):
         assert p.returncode == 0, stderr
         assert f"report: {out}/report.html" in stdout
         runs.append(out)
-    assert "history: against the previous run on this host: 0 bits changed" in stdout
+    assert "history: against the previous run on this host: 0 bits changed, 0 new findings, 0 fixed, 0 outcomes changed" \
+        in stdout
     p = rig("history", "--db", str(hist), env=env)
     stdout, _ = p.communicate(timeout=60)
     assert p.returncode == 0 and "no changes" in stdout
