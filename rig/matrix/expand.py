@@ -7,6 +7,7 @@ QEMU binary's models; that knowledge comes from a *model source* (a callable
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable, Iterable
 
@@ -36,6 +37,32 @@ def _variants(spec: VariantSpec, model: str, models: QemuModels) -> list[Variant
         have = set(models.features(model))
         return [Variant(f"with-{f}", (f"{f}=on",)) for f in _catalogue_qemu_names() if f not in have and f not in spec.skip]
     raise AssertionError(spec.generate)  # load.py validated it
+
+
+def flag_property(flag: str) -> str:
+    """The CPU property a ``-cpu`` option names: ``+avx2``/``-avx2`` -> avx2, ``sse4.2=off`` -> sse4.2."""
+    flag = flag.strip()
+    if flag[:1] in "+-":
+        return flag[1:]
+    return flag.split("=", 1)[0]
+
+
+def _check_flags(group: Group, index: int, matrix: Matrix, models: QemuModels) -> None:
+    """Explicit variant flags must name properties of the QEMU binary's CPUs: a typo is a matrix error
+    before any QEMU starts, not a failed case per model (generated variants come from QEMU itself)."""
+    if not models.cpu_properties:
+        return
+    for vi, spec in enumerate(group.variants):
+        for fi, flag in enumerate(spec.flags):
+            name = flag_property(flag)
+            if name in models.cpu_properties or name.replace("_", "-") in models.cpu_properties:
+                continue
+            close = difflib.get_close_matches(name, sorted(models.cpu_properties), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise MatrixError(
+                f"{matrix.path}: group[{index}].variants[{vi}].flags[{fi}]: {flag!r}: QEMU {models.version} "
+                f"({models.binary.path}) has no CPU property {name!r}{hint}; see `rig features` for feature names"
+            )
 
 
 def _models(group: Group, index: int, matrix: Matrix, models: QemuModels) -> list[str]:
@@ -68,6 +95,7 @@ def expand(matrix: Matrix, source: ModelSource = default_model_source) -> list[C
             if q not in cache:
                 cache[q] = source(q)
             models = cache[q]
+            _check_flags(g, gi, matrix, models)
             for host in g.hosts:
                 for accel in g.accels:
                     for machine in g.machines:

@@ -18,7 +18,7 @@ from ..errors import RigError
 from ..images.cache import cache_root, digest
 from ..qemu.binaries import QemuBinary, find_qemu
 
-CACHE_FORMAT = "rig-qemu-models/1"
+CACHE_FORMAT = "rig-qemu-models/2"
 #: models that are not real CPU models (``base`` is the static-expansion base; ``host`` needs KVM)
 PSEUDO_MODELS = frozenset({"base", "host"})
 
@@ -50,11 +50,14 @@ def _cache_file(binary: QemuBinary) -> Path:
 
 
 def _query(binary: QemuBinary) -> dict:
-    cmds = [{"execute": "qmp_capabilities"}, {"execute": "query-version"}, {"execute": "query-cpu-definitions"}]
+    cmds = [{"execute": "qmp_capabilities"}, {"execute": "query-version"}, {"execute": "query-cpu-definitions"},
+            # every x86 CPU type has the same properties (features, level, vendor, hv-*, ...): ask one
+            {"execute": "device-list-properties", "arguments": {"typename": "qemu64-x86_64-cpu"}}]
     # first pass: definitions; second pass: expansions (we need the names first)
     out = _qmp_batch(binary, cmds)
     version = out[1]["qemu"]
     defs = out[2]
+    props = sorted(p["name"] for p in out[3]) if isinstance(out[3], list) else []
     names = [d["name"] for d in defs if d["name"] not in PSEUDO_MODELS]
     exp_cmds = [{"execute": "qmp_capabilities"}] + [
         {"execute": "query-cpu-model-expansion", "arguments": {"type": "static", "model": {"name": n}}} for n in names
@@ -68,7 +71,8 @@ def _query(binary: QemuBinary) -> dict:
             "features": sorted(k for k, v in props.items() if v is True),
         }
     return {"format": CACHE_FORMAT, "binary": str(binary.path),
-            "version": f"{version['major']}.{version['minor']}.{version['micro']}", "models": models}
+            "version": f"{version['major']}.{version['minor']}.{version['micro']}", "models": models,
+            "cpu_properties": props}
 
 
 def _qmp_batch(binary: QemuBinary, cmds: list[dict]) -> list:
@@ -103,6 +107,8 @@ class QemuModels:
         self._models: dict[str, ModelDef] = {
             n: ModelDef(n, m.get("alias_of"), _is_versioned(n), tuple(m["features"])) for n, m in data["models"].items()
         }
+        #: every property a ``-cpu`` option may name (``device-list-properties``); empty when unknown
+        self.cpu_properties: frozenset[str] = frozenset(data.get("cpu_properties", ()))
 
     @classmethod
     def for_binary(cls, binary: QemuBinary) -> QemuModels:

@@ -183,3 +183,30 @@ def test_shards_partition_the_cases():
     for bad in ("0/3", "4/3", "1-3", "a/b"):
         with pytest.raises(SelectError):
             parse_shard(bad)
+
+
+def test_a_flag_qemu_does_not_have_is_a_matrix_error_with_suggestions(tmp_path):
+    data = {"version": "7.2.0", "models": {"qemu64": {"alias_of": None, "features": ["sse2"]}},
+            "cpu_properties": ["avx", "avx2", "sse4.2", "sse4-2", "x2apic", "pni", "level"]}
+
+    def src(_spec: str) -> QemuModels:
+        return QemuModels(FakeBinary(), data)  # type: ignore[arg-type]
+
+    ok = write(tmp_path, """
+[[group]]
+name = "g"
+models = ["qemu64"]
+variants = [ { name = "a", flags = ["+x2apic", "-pni", "sse4.2=off", "sse4_2=on"] } ]
+""")
+    assert len(expand(load_matrix(ok), src)) == 1
+    bad = write(tmp_path, """
+[[group]]
+name = "g"
+models = ["qemu64"]
+variants = [ { name = "default" }, { name = "typo", flags = ["+x2apic", "+avx3"] } ]
+""", "bad.toml")
+    with pytest.raises(MatrixError, match=r"group\[0\]\.variants\[1\]\.flags\[1\]: '\+avx3'.*no CPU property 'avx3' "
+                                          r"\(did you mean avx, avx2\?\)"):
+        expand(load_matrix(bad), src)
+    # without the property list (an old cache entry, a fake source) nothing is refused
+    assert len(expand(load_matrix(bad), source)) == 2
