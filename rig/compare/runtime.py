@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -34,6 +34,9 @@ class RuntimeBit:
     follows_name: str
     experiment: str
     modes: dict[str, str]
+    #: probe skip reasons (``RT <exp> skip reason=...``) that are themselves a finding: the guest could not
+    #: enable the feature although CPUID advertises it; reason -> explanation
+    skip_findings: dict[str, str] = field(default_factory=dict)
 
     def expected(self, mode: str, configured: CpuidTable) -> int | None:
         """The bit a guest reads in ``mode``'s enumeration (None: no rule for that mode)."""
@@ -75,8 +78,12 @@ def load_runtime_rules(path: str | Path | None = None) -> tuple[RuntimeBit, ...]
             raise RuntimeRuleError(f"{w}: mode behaviour {bad[0]!r} is not one of {', '.join(BEHAVIOURS)}")
         if "follows" not in b or "name" not in b:
             raise RuntimeRuleError(f"{w}: needs name and follows")
+        skips = b.get("skip_findings", {})
+        if not isinstance(skips, dict) or not all(isinstance(v, str) for v in skips.values()):
+            raise RuntimeRuleError(f"{w}: skip_findings must map skip reasons to explanations")
         out.append(RuntimeBit(str(b["name"]), _loc(b, w), _loc(b["follows"], w + ".follows"),
-                              str(b["follows"].get("name", "")), str(b.get("experiment", "")), modes))
+                              str(b["follows"].get("name", "")), str(b.get("experiment", "")), modes,
+                              dict(skips)))
     return tuple(out)
 
 
@@ -116,7 +123,15 @@ def check_snapshots(runtime: Mapping[str, Iterable[Any]], configured: CpuidTable
     for mode, snaps in runtime.items():
         for s in snaps:
             for r in rules:
-                if s.experiment != r.experiment or s.phase == "skip":
+                if s.experiment != r.experiment:
+                    continue
+                if s.phase == "skip":
+                    why = r.skip_findings.get(s.reason or "")
+                    f = r.follows
+                    if why is not None and configured.bit(f.leaf, f.subleaf, f.reg, f.bit):
+                        # the feature is advertised, yet the probe could not turn it on
+                        out.append(RuntimeMismatch(r, mode, "skip", 1, 0, f"probe skipped {r.experiment} "
+                                                   f"({s.reason}): {why}"))
                     continue
                 loc = r.location
                 got = s.cpuid.bit(loc.leaf, loc.subleaf, loc.reg, loc.bit)

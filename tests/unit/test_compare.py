@@ -131,6 +131,20 @@ def test_runtime_experiments_checked() -> None:
     assert {(f.view, f.cls, f.name) for f in r.findings} == {("runtime", "kvm-behaviour", "osxsave")}
 
 
+def test_a_skip_that_hides_a_qemu_bug_is_a_finding() -> None:
+    """rig/compare/data/runtime.toml skip_findings: the probe skipping OSXSAVE because QEMU's TCG takes
+    CR4.OSXSAVE as reserved is a finding when XSAVE is advertised; other skips are not."""
+    skip = {"long64": [RuntimeSnapshot("long64", "osxsave", "skip", reason="tcg-osxsave-reserved")]}
+    mm = check_snapshots(skip, table(XSAVE))
+    assert [(m.mode, m.phase, m.expected, m.observed) for m in mm] == [("long64", "skip", 1, 0)]
+    assert "reserved" in mm[0].note
+    assert check_snapshots(skip, table(0)) == []  # XSAVE not advertised: nothing to enable
+    other = {"long64": [RuntimeSnapshot("long64", "osxsave", "skip", reason="no-xsave")]}
+    assert check_snapshots(other, table(XSAVE)) == []
+    f = only(compare(case("tcg"), predicted=table(XSAVE), configured=table(XSAVE), observed={}, runtime=skip).findings)
+    assert (f.view, f.cls, f.name, f.observed) == ("runtime", "qemu-behaviour", "osxsave", {"long64/skip": 0})
+
+
 def test_filtered_view() -> None:
     pf, cf = CpuidTable(), CpuidTable()
     pf.set(7, 0, Regs(None, 1 << 18, None, None))
