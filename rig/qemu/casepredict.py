@@ -83,7 +83,9 @@ def predict_case_full(case: Any) -> QemuPrediction:
     supported = host_raw = None
     if case.accel == "kvm":
         supported, host_raw = kvm_inputs(case.host)
-    return predict_guest(facts, case.cpu_arg, case.accel, case.machine, supported, host_raw=host_raw)
+    # "q35+pvh", "pc+qboot": the suffix picks the rig's boot form, QEMU only sees the machine before it
+    machine = case.machine.partition("+")[0]
+    return predict_guest(facts, case.cpu_arg, case.accel, machine, supported, host_raw=host_raw)
 
 
 def predict_case(case: Any, qemu_version: str | None = None, expansion: dict | None = None) -> CpuidTable:

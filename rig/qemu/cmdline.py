@@ -63,6 +63,7 @@ class QemuCommand:
     qmp_server: bool = False
     debug_exit: bool = True
     firmware_dir: str | Path | None = None  # -L
+    bios: str | Path | None = None  # -bios: a path, or a file name QEMU looks up in its data directories
     start_paused: bool = False  # -S
     extra: tuple[str, ...] = field(default_factory=tuple)
 
@@ -79,7 +80,7 @@ class QemuCommand:
             raise QemuCommandError("QEMU command: initrd/append need a kernel")
         if isinstance(self.extra, str):
             raise QemuCommandError("QEMU command: extra must be a sequence of arguments, not one string")
-        for name in ("binary", "kernel", "initrd", "drive", "serial", "qmp", "firmware_dir"):
+        for name in ("binary", "kernel", "initrd", "drive", "serial", "qmp", "firmware_dir", "bios"):
             v = getattr(self, name)
             if v is not None and (str(v) == "" or "\n" in str(v)):
                 raise QemuCommandError(f"QEMU command: {name}={v!r} is empty or has a newline")
@@ -91,6 +92,8 @@ class QemuCommand:
             a += ["-smp", str(self.smp)]
         if self.firmware_dir is not None:
             a += ["-L", str(self.firmware_dir)]
+        if self.bios is not None:
+            a += ["-bios", str(self.bios)]
         if self.kernel is not None:
             a += ["-kernel", str(self.kernel)]
         if self.initrd is not None:

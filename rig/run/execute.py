@@ -174,7 +174,8 @@ async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
     binary = ctx.binary(case.qemu)
     boot = probe_boot(case.machine, ctx.probe)
     cmd = QemuCommand(binary=str(binary.path), machine=boot.machine, accel=case.accel, cpu=case.cpu_arg,
-                      kernel=boot.kernel, drive=boot.drive, memory=ctx.memory, firmware_dir=binary.firmware_dir)
+                      kernel=boot.kernel, drive=boot.drive, memory=ctx.memory, firmware_dir=binary.firmware_dir,
+                      bios=boot.bios)
     reader = ProbeReader(case.id, workdir / "serial.log")
     preds: list[Prediction] = []  # predicted while QEMU starts up (the model does not use QEMU's answers)
     obs: Observation = await launch(LaunchSpec(cmd, case.id, workdir, timeout=case.timeout, probe_check=reader,
@@ -204,7 +205,7 @@ async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
         "filtered": _table_json(obs.filtered_features), "predicted_filtered": _table_json(pred.filtered),
         "observed": {m: t.to_json() for m, t in observed.items()},
         "observed_mode": mode, "expansion": obs.expansion, "timings_ms": obs.timings_ms,
-        "exit_code": obs.exit_code, "form": boot.form, "image": str(boot.image),
+        "exit_code": obs.exit_code, "form": boot.form, "image": str(boot.image), "bios": boot.bios,
     })
     return result
 

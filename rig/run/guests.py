@@ -4,7 +4,10 @@ The probe comes in two boot forms (rig.guest.probe_build): a PVH ELF for
 ``-kernel`` and a SeaBIOS boot sector.  ``microvm`` has no BIOS disk boot, so
 it takes the PVH form (protected and long mode); ``pc``/``q35`` boot the boot
 sector, which also reports real mode.  A machine can be forced to a form with a
-suffix: ``q35+pvh`` boots the PVH form on q35.
+suffix: ``q35+pvh`` boots the PVH form on q35 (SeaBIOS loads it through its
+linuxboot option ROM), ``q35+qboot`` boots the PVH form with QEMU's minimal
+qboot firmware (``-bios qboot.rom``) instead of SeaBIOS: the same guest CPUID,
+about half the boot time of SeaBIOS under TCG.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from ..guest.probe_build import ProbeArtifacts
 from ..guest.protocol import ProbeProtocolError, ProbeReport, parse_transcript
 from ..qemu.launcher import ProbeVerdict
 
-FORMS = ("pvh", "bootsector")
+FORMS = ("pvh", "bootsector", "qboot")
+#: the firmware image of the qboot form (qemu-system-data ships it next to SeaBIOS)
+QBOOT = "qboot.rom"
 RUNNABLE_GUESTS = ("probe", "linux", "ssh")
 
 
@@ -28,9 +33,10 @@ class GuestError(RigError):
 @dataclass(frozen=True)
 class Boot:
     machine: str          # the -machine value (suffix removed)
-    form: str             # "pvh" | "bootsector"
+    form: str             # "pvh" | "bootsector" (the probe's own form; qboot boots the pvh form)
     kernel: Path | None = None
     drive: Path | None = None
+    bios: str | None = None  # -bios (None: the machine's default firmware)
 
     @property
     def image(self) -> Path:
@@ -53,6 +59,10 @@ def probe_boot(machine: str, probe: ProbeArtifacts) -> Boot:
     base, form = split_machine(machine)
     if form == "pvh":
         return Boot(base, form, kernel=probe.pvh)
+    if form == "qboot":
+        if base.startswith("microvm"):
+            raise GuestError(f"machine {machine!r}: microvm has its own minimal firmware; use plain microvm")
+        return Boot(base, "pvh", kernel=probe.pvh, bios=QBOOT)
     if base.startswith("microvm"):
         raise GuestError(f"machine {machine!r}: microvm has no BIOS disk boot; use the pvh form")
     return Boot(base, form, drive=probe.bootsector)
