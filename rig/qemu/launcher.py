@@ -39,8 +39,10 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -516,7 +518,9 @@ async def launch(spec: LaunchSpec) -> Observation:
     serial_path = workdir / "serial.log"
     qmp_path = workdir / "qmp.jsonl"
     stderr_path = workdir / "stderr.log"
-    rundir = Path(tempfile.mkdtemp(prefix="rig-", dir=runtime_base()))
+    base = runtime_base()
+    sweep_stale_runtime_dirs(base)
+    rundir = Path(tempfile.mkdtemp(prefix=f"rig-{os.getpid()}-", dir=base))
     os.chmod(rundir, 0o700)
     sock = rundir / "qmp.sock"
     # QEMU writes the serial output with one write() per character (7 KB from the probe):
@@ -619,6 +623,37 @@ def runtime_base() -> str | None:
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
         return "/dev/shm"
     return None
+
+
+_STALE_RE = re.compile(r"rig-(\d+)-[^/]+")
+
+
+@functools.cache
+def sweep_stale_runtime_dirs(base: str | None) -> int:
+    """Remove runtime directories (``rig-PID-*``) left in ``base`` by rigs that were killed (SIGKILL: no
+    cleanup ran), once per process and base; a directory whose PID is alive is kept.  Returns how many
+    went.  Their QEMUs are gone too: they ran under the parent-death signal."""
+    root = Path(base or tempfile.gettempdir())
+    removed = 0
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return 0
+    for d in entries:
+        m = _STALE_RE.fullmatch(d.name)
+        if m is None or not d.is_dir() or d.is_symlink():
+            continue
+        pid = int(m.group(1))
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or a reused PID): not ours to remove
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        shutil.rmtree(d, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def _settle(live: Path, link: Path) -> None:

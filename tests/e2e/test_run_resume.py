@@ -8,10 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+from rig.qemu.launcher import runtime_base
 
 pytestmark = pytest.mark.e2e
 
@@ -71,6 +74,7 @@ def interrupt_midway(tmp_path: Path, env: dict, sig: int) -> tuple[Path, list[st
         time.sleep(0.005)
     p.send_signal(sig)
     _, err = p.communicate(timeout=30)
+    (tmp_path / "killed.pid").write_text(str(p.pid))
     return out, lines(out / "results.jsonl"), p.returncode, err
 
 
@@ -98,6 +102,9 @@ def test_kill_and_resume_loses_and_repeats_nothing(tmp_path, env, sig):
     assert all(json.loads(ln)["verdict"] == "pass" for ln in after)
     assert "report: " in stdout and (out / "report.html").exists()
     assert not qemu_pids(str(out))
+    # the killed rig's private runtime directories (QMP sockets, live serial logs) went with the next run
+    killed = (tmp_path / "killed.pid").read_text()
+    assert not list(Path(runtime_base() or tempfile.gettempdir()).glob(f"rig-{killed}-*"))
 
 
 def test_run_report_history_and_repro(tmp_path, env):
