@@ -15,13 +15,13 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..compare.known import case_fields, match_outcome
-from ..compare.threeway import IssueRef, compare
+from ..compare.threeway import Finding, IssueRef, compare
 from ..cpuid.table import REGISTERS, CpuidTable
 from ..errors import RigError
 from ..guest.probe_build import ProbeArtifacts
@@ -30,7 +30,7 @@ from ..matrix.model import Case, Matrix
 from ..qemu.binaries import QemuBinary, find_qemu
 from ..qemu.cmdline import QemuCommand
 from ..qemu.launcher import LaunchSpec, Observation, launch
-from .guests import ProbeReader, check_guest, probe_boot
+from .guests import ProbeReader, check_guest, guest_kind, probe_boot
 from .predict import Prediction, Predictor
 from .result import CaseResult, judge
 from .rundir import RunDir, write_json
@@ -163,11 +163,12 @@ def _simulate(ctx: RunContext, case: Case) -> CaseResult:
 
 
 async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
-    if case.guest.partition("@")[0] == "linux":
+    kind, _ = guest_kind(case.guest)
+    if kind == "linux":
         from .linux_case import run_linux_case
 
         return await run_linux_case(ctx, case, workdir)
-    if case.guest == "ssh":
+    if kind == "ssh":
         from .ssh_case import run_ssh_case
 
         return await run_ssh_case(ctx, case, workdir)
@@ -180,32 +181,43 @@ async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
     preds: list[Prediction] = []  # predicted while QEMU starts up (the model does not use QEMU's answers)
     obs: Observation = await launch(LaunchSpec(cmd, case.id, workdir, timeout=case.timeout, probe_check=reader,
                                                on_started=lambda: preds.append(ctx.predictor(case, binary.series, None))))
-    version = ".".join(map(str, binary.version))
-    result = CaseResult(case, obs.outcome, message=obs.message, qemu_version=version)
-    fields = case_fields(case, version)
-    if obs.outcome != "ok":
-        issue = match_outcome(ctx.matrix.known_issues, fields, obs.outcome)
-        result.outcome_issue = IssueRef.of(issue) if issue else None
     observed = reader.report.tables if reader.report is not None and obs.outcome == "ok" else {}
-    configured = obs.feature_words
-    pred = preds[0] if preds else ctx.predictor(case, binary.series, obs.expansion)
-    quirk = detect_quirk(case, obs, observed, ctx.host_raw() if case.accel == "kvm" else None)
+    return case_result(ctx, case, workdir, binary, obs, outcome=obs.outcome, message=obs.message, observed=observed,
+                       runtime=reader.report.runtime if observed else None, pred=preds[0] if preds else None,
+                       views={"form": boot.form, "image": str(boot.image), "bios": boot.bios})
+
+
+def case_result(ctx: RunContext, case: Case, workdir: Path, binary: QemuBinary, qmp: Observation, *, outcome: str,
+                message: str, observed: dict[str, CpuidTable], runtime: Mapping[str, Iterable[Any]] | None = None,
+                pred: Prediction | None = None, extra_findings: Iterable[Finding] = (),
+                views: Mapping[str, Any] | None = None) -> CaseResult:
+    """A case's result from its views, for every guest: predicted (``pred``, else asked now), configured
+    (``qmp``: feature-words, filtered-features, expansion), observed (mode -> the guest's table); the
+    comparison, host quirk and known issues; ``views.json`` in ``workdir`` (plus the guest's ``views``)."""
+    version = ".".join(map(str, binary.version))
+    result = CaseResult(case, outcome, message=message, qemu_version=version)
+    if outcome != "ok":
+        issue = match_outcome(ctx.matrix.known_issues, case_fields(case, version), outcome)
+        result.outcome_issue = IssueRef.of(issue) if issue else None
+    configured = qmp.feature_words
+    if pred is None:
+        pred = ctx.predictor(case, binary.series, qmp.expansion)
+    quirk = detect_quirk(case, qmp, observed, ctx.host_raw() if case.accel == "kvm" else None)
     comparison = compare(case, predicted=pred.table, configured=configured, observed=observed, quirk=quirk,
-                         known=ctx.matrix.known_issues, qemu_version=version,
-                         runtime=reader.report.runtime if reader.report is not None and obs.outcome == "ok" else None,
-                         predicted_filtered=pred.filtered, configured_filtered=obs.filtered_features)
-    result.findings = comparison.findings
+                         known=ctx.matrix.known_issues, qemu_version=version, runtime=runtime,
+                         predicted_filtered=pred.filtered, configured_filtered=qmp.filtered_features)
+    result.findings = [*comparison.findings, *extra_findings]
     result.quirk = quirk
     mode = observed_mode(observed)
     result.words = words_of(comparison.scope, pred.table, configured, observed.get(mode) if mode else None)
-    if pred.note and obs.outcome == "ok":
+    if pred.note and outcome == "ok":
         result.message = f"{result.message}; {pred.note}" if result.message else pred.note
     write_json(workdir / "views.json", {
         "predicted": _table_json(pred.table), "configured": _table_json(configured),
-        "filtered": _table_json(obs.filtered_features), "predicted_filtered": _table_json(pred.filtered),
+        "filtered": _table_json(qmp.filtered_features), "predicted_filtered": _table_json(pred.filtered),
         "observed": {m: t.to_json() for m, t in observed.items()},
-        "observed_mode": mode, "expansion": obs.expansion, "timings_ms": obs.timings_ms,
-        "exit_code": obs.exit_code, "form": boot.form, "image": str(boot.image), "bios": boot.bios,
+        "observed_mode": mode, "expansion": qmp.expansion, "timings_ms": qmp.timings_ms,
+        "exit_code": qmp.exit_code, **(views or {}),
     })
     return result
 

@@ -34,29 +34,27 @@ class Prediction:
     filtered: CpuidTable | None = None
 
 
-def _find_model() -> tuple[PredictFn | None, str]:
+#: fn(case, qemu_version, expansion) -> (configured table, filtered features or None)
+ViewsFn = Callable[[Case, str, dict | None], tuple[CpuidTable | None, CpuidTable | None]]
+
+
+def _table_only(fn: PredictFn) -> ViewsFn:
+    """A model that predicts only the configured table: no filtered features."""
+    return lambda case, version, expansion: (fn(case, version, expansion), None)
+
+
+def _find_model() -> tuple[ViewsFn | None, str]:
     try:
         mod = importlib.import_module("rig.qemu.model")
     except ImportError as e:
         return None, f"QEMU model layer not available ({e})"
     views = getattr(mod, "predict_case_views", None)
     if views is not None:
-        return _ViewsFn(views), ""
+        return views, ""
     fn = getattr(mod, "predict_case", None)
     if fn is None:
         return None, "rig.qemu.model has no predict_case()"
-    return fn, ""
-
-
-class _ViewsFn:
-    """A model answering (table, filtered): the table for a :data:`PredictFn` caller, the filtered
-    features kept for :class:`Predictor`."""
-
-    def __init__(self, fn: Callable[[Case, str, dict | None], tuple[CpuidTable, CpuidTable]]) -> None:
-        self.fn = fn
-
-    def __call__(self, case: Case, qemu_version: str, expansion: dict | None) -> tuple[CpuidTable, CpuidTable]:
-        return self.fn(case, qemu_version, expansion)
+    return _table_only(fn), ""
 
 
 class Predictor:
@@ -66,7 +64,7 @@ class Predictor:
         if fn is None:
             self._fn, self._why = _find_model()
         else:
-            self._fn, self._why = fn, ""
+            self._fn, self._why = _table_only(fn), ""
 
     @property
     def available(self) -> bool:
@@ -76,10 +74,7 @@ class Predictor:
         if self._fn is None:
             return Prediction(None, self._why)
         try:
-            out = self._fn(case, qemu_version, expansion)
-            if isinstance(self._fn, _ViewsFn):
-                table, filtered = out  # type: ignore[misc]
-                return Prediction(table, filtered=filtered)
-            return Prediction(out)  # type: ignore[arg-type]
+            table, filtered = self._fn(case, qemu_version, expansion)
+            return Prediction(table, filtered=filtered)
         except RigError as e:
             return Prediction(None, f"no prediction: {e}")

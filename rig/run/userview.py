@@ -24,8 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..compare.known import case_fields, match_outcome
-from ..compare.threeway import Finding, IssueRef, compare
+from ..compare.threeway import Finding
 from ..cpuid.catalogue import catalogue
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
@@ -33,7 +32,6 @@ from ..matrix.model import Case
 from ..qemu.binaries import QemuBinary
 from ..qemu.launcher import Observation
 from .result import CaseResult
-from .rundir import write_json
 
 if TYPE_CHECKING:
     from .execute import RunContext
@@ -139,39 +137,21 @@ def _join(a: str, b: str) -> str:
 def os_guest_result(ctx: RunContext, case: Case, workdir: Path, binary: QemuBinary, qmp: Observation, *,
                     outcome: str, message: str, guest: OsObservation, extra_findings: Iterable[Finding] = (),
                     views: Mapping[str, Any] | None = None) -> CaseResult:
-    """The case's result and ``views.json`` from QMP (``qmp``: feature-words, expansion) and the guest's report."""
-    from .execute import _table_json, detect_quirk, words_of
+    """The case's result and ``views.json`` from QMP (``qmp``: feature-words, expansion) and the guest's report
+    (:func:`rig.run.execute.case_result`, observed = the ``user`` table, plus the kernel's view)."""
+    from .execute import case_result
 
-    version = ".".join(map(str, binary.version))
-    result = CaseResult(case, outcome, message=message, qemu_version=version)
-    if outcome != "ok":
-        issue = match_outcome(ctx.matrix.known_issues, case_fields(case, version), outcome)
-        result.outcome_issue = IssueRef.of(issue) if issue else None
     observed = {"user": guest.user} if guest.user is not None and outcome == "ok" else {}
-    configured = qmp.feature_words
-    pred = ctx.predictor(case, binary.series, qmp.expansion)
-    quirk = detect_quirk(case, qmp, observed, ctx.host_raw() if case.accel == "kvm" else None)
-    comparison = compare(case, predicted=pred.table, configured=configured, observed=observed, quirk=quirk,
-                         known=ctx.matrix.known_issues, qemu_version=version,
-                         runtime=guest.runtime if observed else None,
-                         predicted_filtered=pred.filtered, configured_filtered=qmp.filtered_features)
-    result.findings = [*comparison.findings, *extra_findings]
-    result.quirk = quirk
-    result.words = words_of(comparison.scope, pred.table, configured, observed.get("user"))
-    if pred.note and outcome == "ok":
-        result.message = _join(result.message, pred.note)
     kview = kernel_view(guest.user, guest.cpuinfo_flags) if observed and guest.cpuinfo_flags is not None else None
+    result = case_result(ctx, case, workdir, binary, qmp, outcome=outcome, message=message, observed=observed,
+                         runtime=guest.runtime if observed else None, extra_findings=extra_findings, views={
+                             "guest": case.guest,
+                             "kernel": {
+                                 "release": guest.release, "cpuinfo_flags": guest.cpuinfo_flags,
+                                 "cpuinfo_bugs": guest.cpuinfo_bugs, "vulnerabilities": guest.vulnerabilities,
+                                 "view": kview,
+                             },
+                             **(views or {}),
+                         })
     result.message = _join(result.message, kernel_view_note(kview))
-    write_json(workdir / "views.json", {
-        "predicted": _table_json(pred.table), "configured": _table_json(configured),
-        "filtered": _table_json(qmp.filtered_features), "predicted_filtered": _table_json(pred.filtered),
-        "observed": {m: t.to_json() for m, t in observed.items()},
-        "observed_mode": "user" if observed else None, "expansion": qmp.expansion, "timings_ms": qmp.timings_ms,
-        "exit_code": qmp.exit_code, "guest": case.guest,
-        "kernel": {
-            "release": guest.release, "cpuinfo_flags": guest.cpuinfo_flags, "cpuinfo_bugs": guest.cpuinfo_bugs,
-            "vulnerabilities": guest.vulnerabilities, "view": kview,
-        },
-        **(views or {}),
-    })
     return result
