@@ -7,12 +7,6 @@ views keep both tables; they must agree bit for bit and be non-empty, so the vie
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from rig.cpuid.table import CpuidTable
@@ -33,16 +27,12 @@ variants = [ { name = "default" }, { name = "plus-avx512f", flags = ["+avx512f"]
 """
 
 
-def test_filtered_view_is_predicted_and_compared(tmp_path, qemu_binary):
-    (tmp_path / "m.toml").write_text(MATRIX)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    p = subprocess.run([sys.executable, "-m", "rig.cli", "run", str(tmp_path / "m.toml"), "--out", str(tmp_path / "run"),
-                        "--jobs", "2", "--no-history"], env=env, capture_output=True, text=True, timeout=300)
-    rows = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()}
-    assert len(rows) == 4 and p.returncode == 0, p.stderr[-2000:]
-    for r in rows.values():
+def test_filtered_view_is_predicted_and_compared(rig_run, qemu_binary):
+    run = rig_run(MATRIX)
+    assert len(run.rows) == 4 and run.proc.returncode == 0, run.proc.stderr[-2000:]
+    for r in run.rows:
         assert r["verdict"] == "pass", (r["id"], r.get("unexpected"))
-        v = json.loads((tmp_path / "run" / r["artifacts"] / "views.json").read_text())
+        v = run.views(r)
         qmp, model = CpuidTable.from_json(v["filtered"]), CpuidTable.from_json(v["predicted_filtered"])
         assert list(model.diff(qmp)) == [], r["id"]
         c = r["case"]

@@ -8,10 +8,6 @@ comparison turns the skip into an osxsave finding.  Models with xsaveopt, or wit
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,14 +29,11 @@ variants = [ {{ name = "default" }}, {{ name = "no-xsaveopt", flags = ["xsaveopt
 """
 
 
-def test_tcg_osxsave_reserved_is_a_known_bug(tmp_path, qemu_binary):
-    (tmp_path / "m.toml").write_text(MATRIX)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", "rig.cli", "run", str(tmp_path / "m.toml"), "--out", str(tmp_path / "run"),
-                        "--jobs", "2", "--no-history"], env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    rows = {(json.loads(x)["case"]["model"], json.loads(x)["case"]["variant"]): json.loads(x)
-            for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()}
+def test_tcg_osxsave_reserved_is_a_known_bug(rig_run, qemu_binary):
+    run = rig_run(MATRIX)
+    assert run.proc.returncode == 0, run.proc.stderr[-2000:]
+    rows = {(r["case"]["model"], r["case"]["variant"]): r for r in run.rows}
+    assert len(rows) == 6, sorted(rows)
     hit = {("Opteron_G4", "default"), ("Opteron_G4", "no-xsaveopt"), ("Broadwell", "no-xsaveopt")}
     for key, r in rows.items():
         if key in hit:

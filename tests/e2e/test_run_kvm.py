@@ -11,11 +11,7 @@ although QEMU configured different values.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -36,17 +32,11 @@ variants = [ { name = "default" }, { name = "no-sse4.2", flags = ["sse4.2=off"] 
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, qemu_binary):
+def run(tmp_path_factory, qemu_binary, rig_run_in):
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         pytest.skip("/dev/kvm is absent or not accessible: KVM cases need a host with KVM")
-    tmp = tmp_path_factory.mktemp("kvmrun")
-    (tmp / "m.toml").write_text(MATRIX)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    p = subprocess.run([sys.executable, "-m", "rig.cli", "run", str(tmp / "m.toml"), "--out", str(tmp / "run"),
-                        "--jobs", "2", "--no-history"], env=env, capture_output=True, text=True, timeout=300)
-    results = [json.loads(x) for x in (tmp / "run" / "results.jsonl").read_text().splitlines()]
-    views = {r["id"]: json.loads((tmp / "run" / r["artifacts"] / "views.json").read_text()) for r in results}
-    return p, results, views
+    r = rig_run_in(tmp_path_factory.mktemp("kvmrun"), MATRIX)
+    return r.proc, r.rows, {row["id"]: r.views(row) for row in r.rows}
 
 
 def _ignores_config(results, views) -> bool:

@@ -8,12 +8,6 @@ feature-words has it on.  Before the rig modelled that rule, 22 of the 45 QEMU 1
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from rig.errors import RigError
@@ -37,19 +31,13 @@ variants = [ { name = "default" } ]
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, qemu_binary):
+def results(tmp_path_factory, qemu_binary, rig_run_in):
     try:
         find_qemu("10.0")
     except RigError as e:
         pytest.skip(f"QEMU 10.0 not available here: {e}")
-    tmp = tmp_path_factory.mktemp("q10run")
-    (tmp / "m.toml").write_text(MATRIX)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    p = subprocess.run([sys.executable, "-m", "rig.cli", "run", str(tmp / "m.toml"), "--out", str(tmp / "run"),
-                        "--jobs", "2", "--no-history"], env=env, capture_output=True, text=True, timeout=300)
-    rows = [json.loads(x) for x in (tmp / "run" / "results.jsonl").read_text().splitlines()]
-    views = {r["case"]["model"]: json.loads((tmp / "run" / r["artifacts"] / "views.json").read_text()) for r in rows}
-    return p, rows, views
+    r = rig_run_in(tmp_path_factory.mktemp("q10run"), MATRIX)
+    return r.proc, r.rows, {row["case"]["model"]: r.views(row) for row in r.rows}
 
 
 def _syscall(views: dict, mode: str) -> int:
