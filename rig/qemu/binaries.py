@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,30 @@ async def _gather(binary: QemuBinary, accel: str, machine: str, expansions: tupl
         shutil.rmtree(rundir, ignore_errors=True)
 
 
+def _run_coroutine(coro: Any) -> Any:
+    """Run ``coro`` to completion from synchronous code, also when the caller itself runs inside
+    an event loop (``rig run`` predicts inside its loop): there in a short-lived thread of its own,
+    since ``asyncio.run`` refuses a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=work, name="rig-qemu-facts")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def gather_facts(binary: QemuBinary, *, accel: str = "tcg", machine: str = "none",
                  expansions: tuple[str, ...] = ("static",), use_cache: bool = True,
                  timeout: float = 60.0) -> BinaryFacts:
@@ -244,7 +269,7 @@ def gather_facts(binary: QemuBinary, *, accel: str = "tcg", machine: str = "none
     if use_cache and path.exists():
         with contextlib.suppress(ValueError, KeyError, TypeError):
             return BinaryFacts.from_json(json.loads(path.read_text()))
-    facts = asyncio.run(_gather(binary, accel, machine, tuple(expansions), timeout))
+    facts = _run_coroutine(_gather(binary, accel, machine, tuple(expansions), timeout))
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

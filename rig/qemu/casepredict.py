@@ -35,6 +35,17 @@ def _facts_for(spec: str) -> tuple[QemuBinary, BinaryFacts]:
     return binary, gather_facts(binary)
 
 
+def warm_facts(specs: Any) -> None:
+    """Gather (or load from the cache) the facts of each QEMU binary spec before a run's event
+    loop starts, so the first case does not wait for a fresh binary's ``-S`` run. A spec that
+    names no binary is left for the case to report."""
+    for spec in sorted(set(specs)):
+        try:
+            _facts_for(spec)
+        except RigError:
+            continue
+
+
 @lru_cache(maxsize=1)
 def _native_kvm() -> tuple[CpuidTable, CpuidTable | None]:
     from ..host.kvm import read_kvm_cpuid

@@ -124,6 +124,10 @@ def execute(plan: Plan, *, jobs: int | None = None, progress: Progress | None = 
             from .ssh_case import prepare_ssh_image
 
             prepare_ssh_image(ctx, say_stderr)
+        if predictor is None:
+            from ..qemu.casepredict import warm_facts
+
+            warm_facts(c.qemu for c in plan.todo)  # an empty cache: gathered here, not inside the loop
         fp = _fingerprint(ctx, plan)
         plan.info.host_fingerprint, plan.info.host = fp.fingerprint, fp.to_json()
         plan.rundir.write_info(plan.info)
