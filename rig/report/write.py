@@ -1,4 +1,4 @@
-"""Writing a run's reports into its run directory: report.json, junit.xml, report.html."""
+"""Writing a run's reports into its run directory: report.json, junit.xml, results.tap, report.html."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 
 from ..run.result import CaseResult
 from ..run.rundir import RunDir
+from .history_access import previous_run
 from .html import html_report
 from .junit import junit_xml
 from .summary import summarise
+from .tap import tap_report
 
 REPORT_FORMAT = "rig-report/1"
 
@@ -20,6 +22,7 @@ class ReportPaths:
     json: Path
     junit: Path
     html: Path
+    tap: Path | None = None
 
 
 def _atomic(path: Path, data: bytes) -> None:
@@ -38,14 +41,33 @@ def json_report(results: list[CaseResult], *, matrix: str, info: dict) -> dict:
     }
 
 
-def write_reports(run: RunDir, results: list[CaseResult] | None = None, *, out: Path | None = None) -> ReportPaths:
+def _views_reader(run_path: Path):
+    """A case's ``views.json`` (None when it is missing or unreadable: the grid then shows the compared words)."""
+    def read(r: dict) -> dict | None:
+        if not r.get("artifacts"):
+            return None
+        try:
+            return json.loads((run_path / r["artifacts"] / "views.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+    return read
+
+
+def write_reports(run: RunDir, results: list[CaseResult] | None = None, *, out: Path | None = None,
+                  history: Path | None = None) -> ReportPaths:
+    """Every report of ``run``; ``history``: the database whose previous run of this matrix on this host marks
+    new failures in the HTML report (default: the default database, if there is one)."""
     results = run.results() if results is None else results
     info = run.read_info()
     matrix = info.get("matrix_name", "matrix")
     out = out or run.path
     out.mkdir(parents=True, exist_ok=True)
-    paths = ReportPaths(out / "report.json", out / "junit.xml", out / "report.html")
+    paths = ReportPaths(out / "report.json", out / "junit.xml", out / "report.html", out / "results.tap")
+    rows = [r.to_json() for r in results]
     _atomic(paths.json, (json.dumps(json_report(results, matrix=matrix, info=info), indent=1) + "\n").encode())
     _atomic(paths.junit, junit_xml(results, matrix=matrix, run_dir=run.path))
-    _atomic(paths.html, html_report(results, matrix=matrix, run_dir=str(run.path), info=info).encode())
+    _atomic(out / "results.tap", tap_report(rows, matrix=matrix, run_dir=run.path).encode())
+    prev = previous_run(run.path, info, history)
+    _atomic(paths.html, html_report(rows, matrix=matrix, run_dir=str(run.path), info=info,
+                                    views=_views_reader(run.path), previous=prev).encode())
     return paths

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = execute(plan, jobs=jobs)
     done = finish(plan, results, history=False if args.no_history else args.history)
     s = summarise(results)
+    args.tap_file = done.reports.tap
     print(f"rig run: {s.line()}")
     if done.history_diff is not None:
         d = done.history_diff
@@ -69,12 +71,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     rd = RunDir.open_existing(args.run_dir)
     results = rd.results()
     paths = write_reports(rd, results, out=args.out)
+    args.tap_file = paths.tap
     print(summarise(results).line())
     for r in sorted(results, key=lambda r: r.id):
         if r.verdict in ("fail", "error") or args.verbose:
             print(f"  {r.verdict:8} {r.id}: {r.outcome}" + (f"; {'; '.join(r.unexpected)}" if r.unexpected else ""))
     print(f"report: {paths.html}\njson:   {paths.json}\njunit:  {paths.junit}")
     return 0
+
+
+def _tap(cmd):
+    """``--tap``: the command's own lines go to stderr, then the run's TAP stream (results.tap) alone to stdout."""
+    def run(args: argparse.Namespace) -> int:
+        if not args.tap:
+            return cmd(args)
+        with contextlib.redirect_stdout(sys.stderr):
+            rc = cmd(args)
+        if getattr(args, "tap_file", None):
+            sys.stdout.write(args.tap_file.read_text())
+        return rc
+    return run
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -123,13 +139,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--history", type=Path, metavar="DB", help="history database (default: <cache>/history.sqlite)")
     p.add_argument("--no-history", action="store_true", help="do not record the run in the history database")
     p.add_argument("--list", action="store_true", help="list the selected cases and exit")
-    p.set_defaults(func=cmd_run)
+    p.add_argument("--tap", action="store_true", help="print the results as TAP version 13 on stdout (other output: stderr)")
+    p.set_defaults(func=_tap(cmd_run))
 
-    p = sub.add_parser("report", help="(re)write a run's reports (HTML, JSON, JUnit) and list its failures")
+    p = sub.add_parser("report", help="(re)write a run's reports (HTML, JSON, JUnit, TAP) and list its failures")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="write the reports here instead of the run directory")
     p.add_argument("-v", "--verbose", action="store_true", help="list every case")
-    p.set_defaults(func=cmd_report)
+    p.add_argument("--tap", action="store_true", help="print the results as TAP version 13 on stdout (other output: stderr)")
+    p.set_defaults(func=_tap(cmd_report))
 
     p = sub.add_parser("repro", help="write a standalone shell script + probe image reproducing a case with plain QEMU")
     p.add_argument("case_id", help="case ID (or a unique prefix, or its 8-digit hash)")

@@ -47,20 +47,61 @@ def test_junit_counts_and_messages():
     assert "failed to set MSR 0x10a" in host.find("failure").get("message")
 
 
-def test_html_is_self_contained_and_names_bits():
+def _page_data(page: str) -> dict:
+    m = re.search(r'<script type="application/json" id="rig-data">(.*?)</script>', page, re.S)
+    assert m, "the page embeds its data"
+    return json.loads(m.group(1))
+
+
+def test_html_is_self_contained_with_overview_and_bit_grid_data():
     page = html_report(results(), matrix="smoke", run_dir="/tmp/run")
     assert page.startswith("<!DOCTYPE html>")
-    assert not re.search(r"<script|<link|src=", page)  # no external assets, no script
-    assert "avx2" in page and "0x7.0.EBX[5]" in page and "model-gap" in page
-    assert 'href="https://example.org/bug/1"' in page
-    # the bit grid: one row of 32 cells for 0x7.0.ebx, bit 23 differs guest vs QEMU, bit 5 prediction vs QEMU
-    row = re.search(r"<tr><th>0x7\.0\.ebx</th>(.*?)</tr>", page).group(1)
-    cells = re.findall(r'<td class="(\w+)" title="([^"]*)"', row)
-    assert len(cells) == 32
-    by_bit = {31 - i: c for i, c in enumerate(cells)}
-    assert by_bit[23][0] == "dco" and "clflushopt: P=1 C=1 O=0" in by_bit[23][1]
-    assert by_bit[5][0] == "dpc" and "avx2: P=1 C=0 O=0" in by_bit[5][1]  # only the prediction differs
-    assert by_bit[0][0] == "b0"
+    assert not re.search(r"<link|\ssrc=|@import|url\(", page)  # no external assets
+    d = _page_data(page)
+    f = {name: i for i, name in enumerate(d["fields"])}
+    # overview: rows are models, columns the variant x machine x accel combinations present
+    assert d["models"] == ["EPYC-Rome", "Skylake-Server", "host"]
+    assert sorted(map(tuple, d["cols"])) == [("microvm / kvm", "default"), ("microvm / tcg", "default"),
+                                             ("q35 / tcg", "no-avx2")]
+    by = {c[f["id"]].split("-")[0]: c for c in d["cases"]}
+    assert d["verdicts"][by["EPYC"][f["verdict"]]] == "fail" and d["verdicts"][by["host"][f["verdict"]]] == "fail"
+    assert d["verdicts"][by["Skylake"][f["verdict"]]] == "expected"
+    assert by["EPYC"][f["features"]] == "avx2"
+    assert by["EPYC"][f["classes"]] == 1 << d["classes"].index("model-gap")
+    # the bit grid of 0x7.0.EBX: predicted 00800020, configured 00800000, observed 00000000 (the words above)
+    grid = dict(d["details"][by["Skylake"][f["id"]]]["grid"])
+    assert [r[:2] for r in grid["0x7.0.ebx"]] == [["predicted", "00800020"], ["configured", "00800000"],
+                                                   ["observed", "00000000"]]
+    # names for the hover: bit 5 avx2, bit 23 clflushopt (Intel SDM vol. 2A, CPUID leaf 7)
+    assert d["names"]["0x7.0.ebx"][5] == "avx2" and d["names"]["0x7.0.ebx"][23] == "clflushopt"
+    fd = d["details"][by["Skylake"][f["id"]]]["f"][0]
+    assert fd[:3] == ["0x7.0.ebx", 23, "clflushopt"] and d["classes"][fd[4]] == "known-bug"
+    assert d["issues"][fd[9]][2] == "https://example.org/bug/1"
+    # the aborted case shows its message and what made it fail
+    det = d["details"][by["host"][f["id"]]]
+    assert "failed to set MSR 0x10a" in det["m"] and det["u"][0].startswith("qemu-aborted")
+    # summary counts, server-side
+    assert re.search(r"<b>2</b> fail", page) and re.search(r"<b>1</b> expected", page)
+
+
+def test_html_notes_shared_by_bits_are_stored_once():
+    note = "host quirk: PVM passes the outer host's CPUID through"
+    fs = [Finding(Location(7, 0, "ebx", b), f"b{b}", "host-quirk", "host-quirk", "guest", 1, 1, {"long64": 0}, None, note)
+          for b in range(20)]
+    r = judge(CaseResult(Case("native", "system", "kvm", "microvm", "qemu64"), "ok", findings=fs), DEFAULT_FAIL_ON)
+    page = html_report([r], matrix="m")
+    assert page.count("outer host") == 1
+    d = _page_data(page)
+    det = d["details"][r.id]
+    assert d["notes"] == [note] and det["cn"] == [0] and all(x[10] == 0 for x in det["f"])
+
+
+def test_html_escapes_script_breakers():
+    c = Case("native", "system", "tcg", "microvm", "qemu64")
+    r = judge(CaseResult(c, "qemu-aborted", message="</script><script>alert(1)</script>"), DEFAULT_FAIL_ON)
+    page = html_report([r], matrix="m<b>")
+    assert "</script><script>alert" not in page and "<b>" not in page.split("<body>")[1].split("</h1>")[0]
+    assert "alert(1)" in _page_data(page)["details"][r.id]["m"]
 
 
 def test_write_reports(tmp_path):
@@ -74,3 +115,4 @@ def test_write_reports(tmp_path):
     assert data["summary"]["classes"] == {"known-bug": 1, "model-gap": 1}
     assert ET.parse(paths.junit).getroot().tag == "testsuites"
     assert "rig report: smoke" in paths.html.read_text()
+    assert paths.tap.read_text().startswith("TAP version 13\n1..3\n")
