@@ -12,6 +12,7 @@ APT_PACKAGES=(
     debootstrap e2fsprogs openssh-client  # the SSH guest image
     gcc make binutils libc6-dev  # the guest probe is built from source
     python3-venv
+    chromium             # headless browser: the HTML report's browser test and bench/bench_report.py
 )
 
 SUDO=""

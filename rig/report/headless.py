@@ -53,6 +53,8 @@ class Browser:
     # -- process -----------------------------------------------------------------------
     def __enter__(self) -> Browser:
         self._profile = tempfile.mkdtemp(prefix="rig-chromium-")
+        # Chromium's log goes to a file: a pipe nobody reads would block it once full
+        self._log = open(Path(self._profile) / "chromium.log", "wb")  # noqa: SIM115 (closed in __exit__)
         r, self._to_child = os.pipe()
         self._from_child, w = os.pipe()
         # the child needs the pipe ends as fds 3 and 4: move them above 4 first (os.pipe may have returned 3 or 4),
@@ -70,7 +72,7 @@ class Browser:
             os.dup2(from_child_w, 4)
 
         self.proc = subprocess.Popen(args, close_fds=False, preexec_fn=child_fds,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log)
         os.close(to_child_r)
         os.close(from_child_w)
         try:
@@ -100,8 +102,7 @@ class Browser:
                     os.close(fd)
                 except OSError:
                     pass
-            if self.proc.stderr:
-                self.proc.stderr.close()
+            self._log.close()
             shutil.rmtree(self._profile, ignore_errors=True)
 
     # -- protocol ----------------------------------------------------------------------
@@ -110,8 +111,17 @@ class Browser:
         msg: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
         if session and self.session:
             msg["sessionId"] = self.session
-        os.write(self._to_child, json.dumps(msg).encode() + b"\0")
+        try:
+            os.write(self._to_child, json.dumps(msg).encode() + b"\0")
+        except BrokenPipeError:
+            raise BrowserError(f"Chromium exited (status {self.proc.poll()}): {self._stderr()}") from None
         return self._id
+
+    def _stderr(self) -> str:
+        try:
+            return (Path(self._profile) / "chromium.log").read_bytes()[-2000:].decode(errors="replace")
+        except OSError:
+            return ""
 
     def _read(self, deadline: float) -> dict[str, Any]:
         while b"\0" not in self._buf:
@@ -122,8 +132,8 @@ class Browser:
             if r:
                 chunk = os.read(self._from_child, 1 << 20)
                 if not chunk:
-                    err = self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.stderr else ""
-                    raise BrowserError(f"Chromium exited (status {self.proc.poll()}): {err}")
+                    self.proc.wait(5)
+                    raise BrowserError(f"Chromium exited (status {self.proc.poll()}): {self._stderr()}")
                 self._buf += chunk
         msg, _, self._buf = self._buf.partition(b"\0")
         return json.loads(msg)
@@ -170,9 +180,34 @@ class Browser:
             raise BrowserError(f"script error: {d.get('exception', {}).get('description') or d.get('text')}")
         return r["result"].get("value")
 
-    def screenshot(self, path: Path, *, full_page: bool = False) -> Path:
+    def click(self, selector: str) -> None:
+        """A real mouse click (pressed + released) at the centre of the first element matching ``selector``."""
+        box = self.eval(f"(function(){{var e=document.querySelector({json.dumps(selector)}); if(!e) return null;"
+                        "e.scrollIntoView({block:'center'}); var r=e.getBoundingClientRect();"
+                        "return [r.left+r.width/2, r.top+r.height/2];})()")
+        if box is None:
+            raise BrowserError(f"no element matches {selector!r}")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
+                                                   "clickCount": 1})
+
+    def type(self, selector: str, text: str) -> None:
+        """Focus the element and type ``text`` as keyboard input."""
+        self.click(selector)
+        self.call("Input.insertText", {"text": text})
+
+    def screenshot(self, path: Path, *, full_page: bool = False, clip: tuple[float, float, float, float] | None = None,
+                   selector: str | None = None) -> Path:
+        """A PNG of the viewport, the whole page, a rectangle (x, y, width, height in page coordinates) or the box
+        of the first element matching ``selector``."""
         params: dict[str, Any] = {"format": "png"}
-        if full_page:
+        if selector is not None:
+            clip = self.eval(f"(function(){{var r = document.querySelector({json.dumps(selector)})"
+                             ".getBoundingClientRect(); return [r.left + scrollX, r.top + scrollY, r.width, r.height];})()")
+        if clip is not None:
+            x, y, w, h = clip
+            params.update(captureBeyondViewport=True, clip={"x": x, "y": y, "width": w, "height": h, "scale": 1})
+        elif full_page:
             w, h = self.eval("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
             params.update(captureBeyondViewport=True, clip={"x": 0, "y": 0, "width": w, "height": min(h, 8000), "scale": 1})
         data = self.call("Page.captureScreenshot", params)["data"]

@@ -5,7 +5,8 @@
   var D = JSON.parse(document.getElementById('rig-data').textContent);
   var F = {};
   D.fields.forEach(function (f, i) { F[f] = i; });
-  var CHUNK = 40;
+  // cases rendered per chunk (?chunk=N in the address overrides it)
+  var CHUNK = Math.max(1, +new URLSearchParams(location.search).get('chunk') || 40);
   var state = { list: [], rendered: 0 };
   var byId = new Map();
   D.cases.forEach(function (c) { byId.set(c[F.id], c); });
@@ -63,16 +64,16 @@
     var thead = el('thead'), r1 = el('tr'), r2 = el('tr');
     r1.appendChild(el('th'));
     r2.appendChild(el('th'));
-    var prev = null, span = null;
+    var spans = [];  // [label, columns]
     D.cols.forEach(function (cv) {
-      if (cv[0] !== prev) {
-        span = el('th', { cls: 'combo', colspan: '0', text: cv[0] });
-        span.colSpan = 0;
-        r1.appendChild(span);
-        prev = cv[0];
-      }
-      span.colSpan += 1;
+      if (!spans.length || spans[spans.length - 1][0] !== cv[0]) spans.push([cv[0], 0]);
+      spans[spans.length - 1][1] += 1;
       r2.appendChild(el('th', { title: cv[0] + ': ' + cv[1] }, el('span', { text: cv[1] })));
+    });
+    spans.forEach(function (sp) {
+      var th = el('th', { cls: 'combo', title: sp[0] }, el('span', { text: sp[0] }));
+      th.colSpan = sp[1];
+      r1.appendChild(th);
     });
     thead.appendChild(r1);
     thead.appendChild(r2);
@@ -104,6 +105,12 @@
     });
     table.appendChild(tbody);
     host.appendChild(table);
+    // a combination's label fits over its columns: widen the columns of narrow combinations
+    var heads = r2.querySelectorAll('th'), k = 1;
+    r1.querySelectorAll('th.combo').forEach(function (th) {
+      var need = Math.ceil((th.firstChild.scrollWidth + 6) / th.colSpan);
+      for (var i = 0; i < th.colSpan; i++, k++) if (need > 14) heads[k].style.minWidth = need + 'px';
+    });
   }
 
   // ---------------------------------------------------------------- one case
@@ -188,7 +195,7 @@
       tr.appendChild(el('td', { text: f[5] }));
       var iss = f[9] !== null ? D.issues[f[9]] : null;
       tr.appendChild(el('td', null, iss ? el('a', { href: iss[2], title: iss[1], text: iss[0] }) : null));
-      tr.appendChild(el('td', { text: f[10] !== null ? '[' + noteNo[f[10]] + ']' : '' }));
+      tr.appendChild(el('td', { text: f[10] !== null ? (noteNo[f[10]] === 'host quirk' ? 'host quirk' : '[' + noteNo[f[10]] + ']') : '' }));
       t.appendChild(tr);
     });
     return t;
@@ -207,7 +214,19 @@
     if (d.grid.length) card.appendChild(regs);
     if (d.u) card.appendChild(el.apply(null, ['ul', { cls: 'unexp' }].concat(d.u.map(function (u) { return el('li', { text: u }); }))));
     if (d.m) card.appendChild(el('p', { cls: 'sub', text: d.m }));
-    if (d.q) card.appendChild(el('p', null, el('b', { text: 'Host quirk: ' }), d.q));
+    // notes: each once; the one that is the case's host quirk is the quirk's paragraph
+    var noteNo = {}, order = [], counts = {};
+    d.f.forEach(function (f) {
+      if (f[10] === null) return;
+      counts[f[10]] = (counts[f[10]] || 0) + 1;
+      if (f[10] in noteNo) return;
+      if (D.notes[f[10]] === d.q) { noteNo[f[10]] = 'host quirk'; return; }
+      order.push(f[10]);
+      noteNo[f[10]] = order.length;
+    });
+    var quirkBits = 0;
+    for (var n in noteNo) if (noteNo[n] === 'host quirk') quirkBits = counts[n];
+    if (d.q) card.appendChild(el('p', { cls: 'quirk' }, el('b', { text: 'Host quirk' + (quirkBits ? ' (' + quirkBits + ' bits): ' : ': ') }), d.q));
     if (d.oi !== undefined) {
       var oi = D.issues[d.oi];
       card.appendChild(el('p', null, 'Known outcome: ', el('a', { href: oi[2], text: oi[0] }), ' ' + oi[1]));
@@ -220,11 +239,7 @@
         return el('li', null, 'Known issue ', el('a', { href: x[2], text: x[0] }), ': ' + x[1]);
       }))));
     }
-    var noteNo = {}, order = [];
-    d.f.forEach(function (f) { if (f[10] !== null && !(f[10] in noteNo)) { order.push(f[10]); noteNo[f[10]] = order.length; } });
     if (order.length) {
-      var counts = {};
-      d.f.forEach(function (f) { if (f[10] !== null) counts[f[10]] = (counts[f[10]] || 0) + 1; });
       card.appendChild(el.apply(null, ['ol', { cls: 'notes' }].concat(order.map(function (n) {
         return el('li', null, counts[n] > 1 ? el('b', { text: '(' + counts[n] + ' bits) ' }) : null, D.notes[n]);
       }))));
