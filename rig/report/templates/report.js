@@ -3,10 +3,11 @@
 (function () {
   'use strict';
   var D = JSON.parse(document.getElementById('rig-data').textContent);
+  performance.mark('rig-parsed');
   var F = {};
   D.fields.forEach(function (f, i) { F[f] = i; });
   // cases rendered per chunk (?chunk=N in the address overrides it)
-  var CHUNK = Math.max(1, +new URLSearchParams(location.search).get('chunk') || 40);
+  var CHUNK = Math.max(1, +new URLSearchParams(location.search).get('chunk') || 16);
   var state = { list: [], rendered: 0 };
   var byId = new Map();
   D.cases.forEach(function (c) { byId.set(c[F.id], c); });
@@ -58,56 +59,55 @@
 
   // ---------------------------------------------------------------- overview grid
   var cells = new Map();  // case id -> td
+  var ESC = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+  function esc(x) { return String(x).replace(/[&<>"']/g, function (ch) { return ESC[ch]; }); }
+
+  // built as one HTML string: thousands of cells are parsed far faster than created one by one
   function buildOverview() {
-    var host = document.getElementById('grid');
-    var table = el('table', { cls: 'ov-grid', id: 'ov-grid' });
-    var thead = el('thead'), r1 = el('tr'), r2 = el('tr');
-    r1.appendChild(el('th'));
-    r2.appendChild(el('th'));
     var spans = [];  // [label, columns]
+    var h2 = '<tr><th></th>';
     D.cols.forEach(function (cv) {
       if (!spans.length || spans[spans.length - 1][0] !== cv[0]) spans.push([cv[0], 0]);
       spans[spans.length - 1][1] += 1;
-      r2.appendChild(el('th', { title: cv[0] + ': ' + cv[1] }, el('span', { text: cv[1] })));
+      h2 += '<th title="' + esc(cv[0] + ': ' + cv[1]) + '"><span>' + esc(cv[1]) + '</span></th>';
     });
-    spans.forEach(function (sp) {
-      var th = el('th', { cls: 'combo', title: sp[0] }, el('span', { text: sp[0] }));
-      th.colSpan = sp[1];
-      r1.appendChild(th);
-    });
-    thead.appendChild(r1);
-    thead.appendChild(r2);
-    table.appendChild(thead);
+    var h1 = '<tr><th></th>' + spans.map(function (sp) {
+      return '<th class="combo" colspan="' + sp[1] + '" title="' + esc(sp[0]) + '"><span>' + esc(sp[0]) + '</span></th>';
+    }).join('') + '</tr>';
     var at = new Map();
     D.cases.forEach(function (c) {
       var k = c[F.model] * D.cols.length + c[F.col];
       if (!at.has(k)) at.set(k, []);
       at.get(k).push(c);
     });
-    var tbody = el('tbody');
+    var body = [], order = [];
     D.models.forEach(function (m, mi) {
-      var tr = el('tr', null, el('th', { text: m }));
+      var row = '<tr><th>' + esc(m) + '</th>';
       for (var ci = 0; ci < D.cols.length; ci++) {
         var cs = at.get(mi * D.cols.length + ci);
-        if (!cs) { tr.appendChild(el('td')); continue; }
+        if (!cs) { row += '<td></td>'; continue; }
         cs.sort(function (a, b) { return a[F.verdict] - b[F.verdict]; });
         var c = cs[0];
         var tip = cs.map(function (x) {
           return x[F.id] + ': ' + D.verdicts[x[F.verdict]] + (x[F.findings] ? ' (' + x[F.findings] + ' differing bits)' : '') +
             (x[F['new']] ? (x[F['new']] === 2 ? ' NEW case failing' : ' NEW failure') : '');
         }).join('\n');
-        var td = el('td', { cls: 'cell ' + vcls(c[F.verdict]) + (c[F['new']] ? ' new' : ''), 'data-case': c[F.id] },
-          el('a', { href: '#c-' + c[F.id], title: tip }));
-        cs.forEach(function (x) { cells.set(x[F.id], td); });
-        tr.appendChild(td);
+        row += '<td class="cell ' + vcls(c[F.verdict]) + (c[F['new']] ? ' new' : '') + '" data-case="' + esc(c[F.id]) +
+          '"><a href="#c-' + esc(c[F.id]) + '" title="' + esc(tip) + '"></a></td>';
+        order.push(cs);
       }
-      tbody.appendChild(tr);
+      body.push(row + '</tr>');
     });
-    table.appendChild(tbody);
-    host.appendChild(table);
+    var host = document.getElementById('grid');
+    host.innerHTML = '<table class="ov-grid" id="ov-grid"><thead>' + h1 + h2 + '</tr></thead><tbody>' + body.join('') +
+      '</tbody></table>';
+    host.querySelectorAll('td.cell').forEach(function (td, i) {
+      order[i].forEach(function (x) { cells.set(x[F.id], td); });
+    });
     // a combination's label fits over its columns: widen the columns of narrow combinations
-    var heads = r2.querySelectorAll('th'), k = 1;
-    r1.querySelectorAll('th.combo').forEach(function (th) {
+    var heads = host.querySelectorAll('thead tr:nth-child(2) th'), k = 1;
+    host.querySelectorAll('th.combo').forEach(function (th) {
+      if (th.colSpan * 14 > th.textContent.length * 8 + 6) { k += th.colSpan; return; }  // fits: no layout needed
       var need = Math.ceil((th.firstChild.scrollWidth + 6) / th.colSpan);
       for (var i = 0; i < th.colSpan; i++, k++) if (need > 14) heads[k].style.minWidth = need + 'px';
     });
@@ -130,14 +130,10 @@
     var refs = {};
     vals.forEach(function (x) { if (!refs[x.g]) refs[x.g] = x; });
     vals.forEach(function (x) { if (x.label === REF[x.g]) refs[x.g] = x; });
-    var t = el('table', { cls: 'bits', 'data-reg': key });
-    t.appendChild(el('caption', { text: regLabel(key) }));
-    var head = el('tr', null, el('th'));
+    var head = '<tr><th></th>';
     for (var b = 31; b >= 0; b--) {
-      head.appendChild(el('th', { text: b % 4 === 0 || b === 31 ? String(b) : '' }));
-      if (b % 8 === 0 && b) head.appendChild(el('th', { cls: 'gap' }));
+      head += '<th>' + (b % 4 === 0 || b === 31 ? b : '') + '</th>' + (b % 8 === 0 && b ? '<th class="gap"></th>' : '');
     }
-    t.appendChild(el('thead', null, head));
     var cols = [];
     for (b = 31; b >= 0; b--) {
       var known = vals.filter(function (x) { return (x.m >>> b) & 1; });
@@ -155,28 +151,29 @@
           (f[9] !== null ? ', known issue ' + D.issues[f[9]][0] : '');
       });
       if (!fs.length && odd.size) tip += '\nviews differ, no finding (a runtime bit or an informational view)';
-      cols.push({ b: b, fs: fs, odd: odd, tip: tip });
+      cols.push({ b: b, fs: fs, odd: odd, tip: ' title="' + esc(tip) + '"',
+        dc: fs.length ? ' data-class="' + esc(D.classes[fs[0][4]]) + '"' : '' });
     }
+    var html = '<table class="bits" data-reg="' + esc(key) + '"><caption>' + esc(regLabel(key)) + '</caption><thead>' +
+      head + '</tr></thead><tbody>';
     vals.forEach(function (x) {
-      var tr = el('tr', null, el('th', { text: x.label }));
+      html += '<tr><th>' + esc(x.label) + '</th>';
       cols.forEach(function (c) {
-        var b = c.b, td;
-        if (!((x.m >>> b) & 1)) td = el('td', { cls: 'n', title: c.tip });
+        var b = c.b;
+        if (!((x.m >>> b) & 1)) html += '<td class="n"' + c.tip + '></td>';
         else {
           var v = (x.v >>> b) & 1;
           var cl = v ? 'k1' : 'k0';
           if (c.fs.length) cl = 'fc ' + ccls(c.fs[0][4]);
           else if (c.odd.size) cl = 'fc cnf';
           if (c.odd.has(x)) cl += ' odd';
-          td = el('td', { cls: cl, title: c.tip, text: String(v) });
-          if (c.fs.length) td.setAttribute('data-class', D.classes[c.fs[0][4]]);
+          html += '<td class="' + cl + '"' + c.tip + c.dc + '>' + v + '</td>';
         }
-        tr.appendChild(td);
-        if (b % 8 === 0 && b) tr.appendChild(el('td', { cls: 'gap' }));
+        if (b % 8 === 0 && b) html += '<td class="gap"></td>';
       });
-      t.appendChild(tr);
+      html += '</tr>';
     });
-    return t;
+    return html + '</tbody></table>';
   }
 
   function findingsTable(d, noteNo) {
@@ -210,7 +207,7 @@
     if (!d) return el('div', { cls: 'case line ' + vcls(vi), id: 'c-' + id }, title);
     var card = el('article', { cls: 'case ' + vcls(vi), id: 'c-' + id }, title);
     var regs = el('div', { cls: 'regs' });
-    d.grid.forEach(function (g) { regs.appendChild(bitGrid(g[0], g[1], d.f)); });
+    regs.innerHTML = d.grid.map(function (g) { return bitGrid(g[0], g[1], d.f); }).join('');
     if (d.grid.length) card.appendChild(regs);
     if (d.u) card.appendChild(el.apply(null, ['ul', { cls: 'unexp' }].concat(d.u.map(function (u) { return el('li', { text: u }); }))));
     if (d.m) card.appendChild(el('p', { cls: 'sub', text: d.m }));
@@ -269,7 +266,9 @@
       return a[F.verdict] - b[F.verdict] || (b[F['new']] - a[F['new']]) || (a[F.id] < b[F.id] ? -1 : 1);
     });
     var shown = new Set(state.list.map(function (c) { return c[F.id]; }));
-    cells.forEach(function (td, id) { td.classList.toggle('dim', !shown.has(td.getAttribute('data-case')) && !shown.has(id)); });
+    var lit = new Set();
+    cells.forEach(function (td, id) { if (shown.has(id)) lit.add(td); });
+    cells.forEach(function (td) { td.classList.toggle('dim', !lit.has(td)); });
     list.textContent = '';
     state.rendered = 0;
     renderMore();
@@ -298,11 +297,13 @@
   }
 
   buildOverview();
+  performance.mark('rig-overview');
   form.addEventListener('input', apply);
   form.addEventListener('change', apply);
   form.addEventListener('reset', function () { setTimeout(apply, 0); });
   form.addEventListener('submit', function (e) { e.preventDefault(); });
   apply();
+  performance.mark('rig-list');
   if ('IntersectionObserver' in window) {
     new IntersectionObserver(function (es) {
       if (es.some(function (x) { return x.isIntersecting; }) && state.rendered < state.list.length) renderMore();
