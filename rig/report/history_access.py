@@ -20,6 +20,10 @@ from ..history.db import History, default_history_path
 from ..history.fingerprint import HostFingerprint
 
 
+def database_path(db: Path | None) -> Path:
+    return db or default_history_path()
+
+
 @dataclass(frozen=True)
 class PreviousRun:
     """The previous run of the same matrix on the same host (by host key)."""

@@ -108,6 +108,16 @@ def cmd_repro(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from ..history.db import History, format_diff
 
+    if args.html:
+        from ..report.trends import write_trends
+
+        if not write_trends(args.html, db=args.db, host=args.host, matrix=args.matrix):
+            raise RigError("no runs recorded" + (f" for host {args.host}" if args.host else "")
+                           + (f" of matrix {args.matrix}" if args.matrix else ""),
+                           hint="`rig run MATRIX` records every finished run")
+        print(f"trends: {args.html}")
+        return 0
+
     with History(args.db) as db:
         runs = db.runs(host=args.host, matrix=args.matrix)
         if not runs:
@@ -162,4 +172,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--matrix", help="matrix name")
     p.add_argument("--run", type=int, help="run id to show (default: the latest)")
     p.add_argument("--against", type=int, help="compare with this run id (default: the previous run on the same host)")
+    p.add_argument("--html", type=Path, metavar="FILE",
+                   help="write trends per host (runs over time, verdicts and finding classes, changed bits) as HTML")
     p.set_defaults(func=cmd_history)
