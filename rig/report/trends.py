@@ -40,8 +40,8 @@ def _esc(s: object) -> str:
 
 def _axis_max(v: int) -> int:
     """A round axis maximum at or above ``v``."""
-    for step in (1, 2, 5):
-        for mag in (1, 10, 100, 1000, 10000, 100000):
+    for mag in (1, 10, 100, 1000, 10000, 100000):
+        for step in (1, 2, 5):
             if step * mag >= v:
                 return step * mag
     return v
@@ -75,7 +75,7 @@ def verdict_chart(runs: Sequence[RunPoint], *, width: int = 760, height: int = 2
                          f'<title>run {r.id} {_esc(r.recorded_at)}: {counts[v]} {_esc(v)}</title></rect>')
         if n <= 12 or i % max(1, n // 12) == 0 or i == n - 1:
             parts.append(f'<text x="{x + bw / 2:.1f}" y="{height - bottom + 14}" text-anchor="middle" font-size="10">'
-                         f'{_esc(r.recorded_at[5:10])}</text>'
+                         f'{_esc(r.recorded_at[5:16].replace("T", " "))}</text>'
                          f'<text x="{x + bw / 2:.1f}" y="{height - bottom + 26}" text-anchor="middle" font-size="9" '
                          f'fill="#59636e">#{r.id}</text>')
     parts.append("</svg>")
