@@ -1,8 +1,10 @@
 """JUnit XML (the schema Jenkins/GitLab read): one ``<testcase>`` per case.
 
 ``fail`` verdicts become ``<failure>`` (message: the unexpected findings),
-``error`` verdicts ``<error>``; expected findings are listed in ``<system-out>``
-so they are visible without failing the job.
+``error`` verdicts ``<error>``, ``approximate`` ones (the prediction rested on an
+approximate model input) ``<skipped>`` with the note saying what was used;
+expected findings are listed in ``<system-out>`` so they are visible without
+failing the job.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def junit_xml(results: Sequence[CaseResult], *, matrix: str, run_dir: Path | Non
     s = summarise(results)
     suite = ET.Element("testsuite", {
         "name": f"rig.{matrix}", "tests": str(s.total), "failures": str(s.verdicts["fail"]),
-        "errors": str(s.verdicts["error"]), "skipped": "0", "time": f"{s.duration_s:.3f}",
+        "errors": str(s.verdicts["error"]), "skipped": str(s.verdicts["approximate"]), "time": f"{s.duration_s:.3f}",
     })
     for r in sorted(results, key=lambda r: r.id):
         tc = ET.SubElement(suite, "testcase", {"classname": _classname(matrix, r), "name": r.id,
@@ -34,6 +36,8 @@ def junit_xml(results: Sequence[CaseResult], *, matrix: str, run_dir: Path | Non
         elif r.verdict == "error":
             el = ET.SubElement(tc, "error", {"message": r.message[:1000] or "rig error", "type": "rig-error"})
             el.text = r.message
+        elif r.verdict == "approximate":
+            ET.SubElement(tc, "skipped", {"message": (r.message or "prediction from an approximate model input")[:1000]})
         lines = [f"case: {r.case.cpu_arg} machine={r.case.machine} accel={r.case.accel} outcome={r.outcome}"]
         if run_dir is not None and r.artifacts:
             lines.append(f"artifacts: {run_dir / r.artifacts}")

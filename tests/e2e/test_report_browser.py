@@ -56,19 +56,25 @@ def chromium() -> str:
     return path
 
 
-def _run(matrix: Path, out: Path) -> list[dict]:
+def _run(matrix: Path, out: Path, *args: str) -> tuple[list[dict], str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.run([sys.executable, "-m", "rig.cli", "run", str(matrix), "--out", str(out), "--no-history",
-                        "--jobs", "2"], env=env, capture_output=True, text=True, timeout=600)
+                        "--jobs", "2", *args], env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode in (0, 1), p.stderr[-3000:]
     assert (out / "report.html").exists(), p.stderr[-3000:]
-    return [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    return [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()], p.stdout
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory, qemu_binary):
+def smoke_tap(tmp_path_factory, qemu_binary):
+    """The smoke matrix run with --tap: (run directory, results, stdout)."""
     out = tmp_path_factory.mktemp("smoke") / "run"
-    return out, _run(REPO / "matrices" / "smoke.toml", out)
+    return out, *_run(REPO / "matrices" / "smoke.toml", out, "--tap")
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_tap):
+    return smoke_tap[:2]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +82,7 @@ def findings(tmp_path_factory, qemu_binary):
     d = tmp_path_factory.mktemp("findings")
     kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)
     (d / "m.toml").write_text(FINDINGS + (KVM_GROUP if kvm else ""))
-    return d / "run", _run(d / "m.toml", d / "run"), kvm
+    return d / "run", _run(d / "m.toml", d / "run")[0], kvm
 
 
 def _keep(shot: Path) -> None:
@@ -152,7 +158,7 @@ def test_findings_report_bit_grids_filters_and_lazy_cases(chromium, findings):
         # fail cases come first, each led by its bit grid; OSXSAVE is 0x1.ECX[27] (Intel SDM vol. 2A, CPUID leaf 1)
         assert _shown(b)[:len(fails)] == fails
         for cid in fails:
-            cell = b.eval(f"(function(){{var t = document.querySelector('#c-{cid} table.bits[data-reg=\"0x1.0.ecx\"]');"
+            cell = b.eval(f"(function(){{var t = document.getElementById('c-{cid}').querySelector('table.bits[data-reg=\"0x1.0.ecx\"]');"
                           "if (!t) return null; var first = t.parentNode.parentNode.querySelector('.regs');"
                           "var row = t.querySelectorAll('tr')[1]; var cells = Array.from(row.querySelectorAll('td'))"
                           ".filter(td => !td.classList.contains('gap'));"
@@ -196,17 +202,34 @@ def test_findings_report_bit_grids_filters_and_lazy_cases(chromium, findings):
         assert 0 <= top < 1100
         if kvm:
             quirky = [r for r in rows if r["quirk"] and len(r["findings"]) > 5]
-            if quirky:  # a host whose KVM ignores QEMU's CPUID (PVM): one note for dozens of bits, shown once
-                r = quirky[0]
-                b.open(out / "report.html")
-                b.eval(f"location.hash = 'c-{r['id']}'")
+            # a host whose KVM ignores QEMU's CPUID (PVM): one note for dozens of bits, shown once per case
+            b.open(out / "report.html")
+            for r in quirky:
+                b.eval(f"location.hash = {json.dumps('c-' + r['id'])}")
+                _settle(b)
                 note = next(f["note"] for f in r["findings"] if f.get("note"))
-                assert b.eval(f"document.getElementById('c-{r['id']}').textContent.split({json.dumps(note)}).length - 1") \
-                    == 1
-                assert b.eval(f"document.querySelectorAll('#c-{r['id']} td[data-class=\"host-quirk\"]').length") > 5
+                card = f"document.getElementById({json.dumps('c-' + r['id'])})"
+                assert b.eval(f"{card}.textContent.split({json.dumps(note)}).length - 1") == 1, r["id"]
+                assert b.eval(f"{card}.querySelectorAll('td[data-class=\"host-quirk\"]').length") > 5, r["id"]
         b.open(out / "report.html")
         shot = b.screenshot(out / "overview-findings.png")
         b.eval(f"location.hash = 'c-{fails[0]}'")
         shot2 = b.screenshot(out / "case-findings.png")
     _keep(shot)
     _keep(shot2)
+
+
+def test_run_tap_stdout(smoke_tap):
+    """`rig run --tap`: stdout is the TAP13 stream alone (progress and report paths went to stderr)."""
+    parser = pytest.importorskip("tap.parser", reason="tap.py is in the test extra (pip install 'tap.py[yaml]')")
+    out, rows, stdout = smoke_tap
+    lines = list(parser.Parser().parse_text(stdout))
+    assert [ln.category for ln in lines[:2]] == ["version", "plan"] and lines[1].expected_tests == len(rows)
+    assert not [ln for ln in lines if ln.category == "unknown"]
+    tests = [ln for ln in lines if ln.category == "test"]
+    verdict = {r["id"]: r["verdict"] for r in rows}
+    assert len(tests) == len(rows)
+    for t in tests:
+        v = verdict[t.description.removeprefix("- ")]
+        assert t.ok == (v in ("pass", "approximate")), (t.description, v)
+    assert stdout == (out / "results.tap").read_text()

@@ -116,3 +116,54 @@ def test_write_reports(tmp_path):
     assert ET.parse(paths.junit).getroot().tag == "testsuites"
     assert "rig report: smoke" in paths.html.read_text()
     assert paths.tap.read_text().startswith("TAP version 13\n1..3\n")
+
+
+def test_approximate_verdict_in_junit_summary_and_page():
+    """`approximate` (a prediction from an approximate model input): skipped in JUnit, counted, shown in its colour."""
+    from rig.report.summary import summarise
+
+    r = CaseResult(Case("native", "system", "kvm", "microvm", "EPYC-Milan"), "ok", verdict="approximate",
+                   message="predicted with the 6.1 policy (nearest to 6.5): run `rig policy fetch 6.5`")
+    rows = [*results(), r]
+    suite = ET.fromstring(junit_xml(rows, matrix="m")).find("testsuite")
+    assert suite.get("skipped") == "1"
+    tc = next(t for t in suite.iter("testcase") if t.get("name") == r.id)
+    assert "rig policy fetch 6.5" in tc.find("skipped").get("message")
+    assert "1 approximate" in summarise(rows).line()
+    page = html_report(rows, matrix="m")
+    d = _page_data(page)
+    row = next(c for c in d["cases"] if c[0] == r.id)
+    assert d["verdicts"][row[1]] == "approximate" and "rig policy fetch 6.5" in d["details"][r.id]["m"]
+    assert re.search(r'class="count v-approximate"[^>]*><span class="sw v"></span><b>1</b> approximate', page)
+
+
+def test_bit_grid_views_kvm_filtered_and_kernel():
+    """Every view views.json holds for a case, in order; registers chosen by differences within a view group."""
+    from rig.report.page import page_data
+
+    c = Case("emulated:EPYC-Milan@6.1", "system", "kvm", "microvm", "EPYC-Milan", guest="linux")
+    # 1.ECX bit 0 is SSE3 (cpuinfo "pni"), bit 20 SSE4.2 ("sse4_2"); 7.0.EBX bit 5 AVX2 (Intel SDM vol. 2A)
+    r = judge(CaseResult(c, "ok", words={"0x1.0.ecx": ["00100001", "00100001", "00100001"],
+                                         "0x7.0.ebx": ["00000020", "00000020", "00000020"]}), DEFAULT_FAIL_ON)
+
+    def table(ecx: str, ebx: str) -> dict:
+        return {"format": "rig-cpuid/1", "entries": [{"leaf": "0x00000001", "subleaf": 0, "ecx": ecx},
+                                                     {"leaf": "0x00000007", "subleaf": 0, "ebx": ebx}]}
+
+    views = {"predicted": table("0x00100001", "0x00000020"), "configured": table("0x00100001", "0x00000020"),
+             "observed": {"user": table("0x00100001", "0x00000020")},
+             "kvm_predicted": table("0x00100001", "0x00000020"), "kvm_measured": table("0x00100001", "0x00000000"),
+             "kernel": {"cpuinfo_flags": ["pni", "fpu"]}}
+    d = page_data([r.to_json()], views=lambda _: views)
+    grid = dict(d["details"][r.id]["grid"])
+    # 1.ECX agrees in every guest view and in KVM's pair: no grid; 7.0.EBX: KVM's model and measured table differ
+    assert list(grid) == ["0x7.0.ebx"]
+    labels = [row[0] for row in grid["0x7.0.ebx"]]
+    assert labels == ["predicted", "configured", "observed user", "KVM model", "KVM measured", "kernel /proc/cpuinfo"]
+    kernel = grid["0x7.0.ebx"][-1]
+    assert kernel[1] == "00000000" and int(kernel[2], 16) >> 5 & 1  # avx2 has a cpuinfo name, not shown: 0
+    # the kernel's flags, read back for 1.ECX: pni shown (bit 0), sse4_2 not (bit 20)
+    views["kvm_measured"] = table("0x00000001", "0x00000020")
+    grid = dict(page_data([r.to_json()], views=lambda _: views)["details"][r.id]["grid"])
+    kernel = grid["0x1.0.ecx"][-1]
+    assert int(kernel[1], 16) == 1 and int(kernel[2], 16) >> 20 & 1
