@@ -76,7 +76,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for r in sorted(results, key=lambda r: r.id):
         if r.verdict in ("fail", "error") or args.verbose:
             print(f"  {r.verdict:8} {r.id}: {r.outcome}" + (f"; {'; '.join(r.unexpected)}" if r.unexpected else ""))
-    print(f"report: {paths.html}\njson:   {paths.json}\njunit:  {paths.junit}")
+    print(f"report: {paths.html}\njson:   {paths.json}\njunit:  {paths.junit}\ntap:    {paths.tap}")
     return 0
 
 
