@@ -51,13 +51,33 @@ def embed_json(data: Any) -> Markup:
     return Markup(text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
+#: where a page's details chunks live, relative to the page
+CHUNK_DIR = "report-details"
+
+
+def chunk_js(n: int, details: Mapping[str, Any]) -> str:
+    """A details chunk as the script the page loads on demand (a script, not JSON: pages opened from
+    ``file://`` may load scripts beside them but not fetch files)."""
+    return f"rigDetails({n},{embed_json(details)});\n"
+
+
 def html_report(results: Sequence[Any], *, matrix: str, run_dir: str = "", info: dict | None = None,
                 views: ViewsFn | None = None, previous: PreviousRun | None = None) -> str:
-    """The page for ``results`` (``CaseResult`` objects or their JSON form); ``views``: a case's
-    ``views.json`` (for the bit grids: every view; without it, the result's compared words)."""
+    """The page for ``results`` (``CaseResult`` objects or their JSON form), everything embedded; ``views``: a
+    case's ``views.json`` (for the bit grids: every view; without it, the result's compared words)."""
+    return render_report(results, matrix=matrix, run_dir=run_dir, info=info, views=views, previous=previous)[0]
+
+
+def render_report(results: Sequence[Any], *, matrix: str, run_dir: str = "", info: dict | None = None,
+                  views: ViewsFn | None = None, previous: PreviousRun | None = None,
+                  inline_budget: int | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The page and the details chunks it loads from :data:`CHUNK_DIR` (``chunk_js``; none when the case
+    details fit in ``inline_budget`` bytes, or without a budget)."""
     rows = [_as_json(r) for r in results]
     info = info or {}
-    data = page_data(rows, views=views, previous=previous.verdicts if previous else None)
+    data, chunks = page_data(rows, views=views, previous=previous.verdicts if previous else None,
+                             inline_budget=inline_budget)
+    data["chunkDir"] = CHUNK_DIR
     verdicts = Counter(r["verdict"] for r in rows)
     classes = Counter(f["class"] for r in rows for f in r.get("findings", []))
     host = info.get("host") or {}
@@ -66,7 +86,7 @@ def html_report(results: Sequence[Any], *, matrix: str, run_dir: str = "", info:
                                           host.get("qemu") and f"QEMU {host.get('qemu')}") if x)
     host_text = host_text or info.get("host_fingerprint") or "?"
     fi = data["fields"].index("new")
-    return _env().get_template("report.html.j2").render(
+    page = _env().get_template("report.html.j2").render(
         matrix=matrix, run_dir=run_dir, info=info, host=host_text, previous=previous, total=len(rows),
         verdict_counts=[(v, verdicts[v]) for v in data["verdicts"] if verdicts[v]],
         known_verdicts=VERDICTS, verdicts=data["verdicts"], classes=data["classes"], models=data["models"],
@@ -75,7 +95,9 @@ def html_report(results: Sequence[Any], *, matrix: str, run_dir: str = "", info:
         new_failures=sum(1 for c in data["cases"] if c[fi]),
         duration=f"{sum(float(r.get('duration_s', 0)) for r in rows):.1f}",
         css=Markup(_asset("report.css")), js=Markup(_asset("report.js")), data_json=embed_json(data),
+        chunked=sum(len(c) for c in chunks), chunk_dir=CHUNK_DIR,
     )
+    return page, chunks
 
 
-__all__ = ["CLASSES", "VERDICTS", "embed_json", "html_report"]
+__all__ = ["CHUNK_DIR", "CLASSES", "VERDICTS", "chunk_js", "embed_json", "html_report", "render_report"]

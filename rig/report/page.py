@@ -5,7 +5,8 @@ Built from results in their JSON form (``results.jsonl`` lines, format
 run's files, not on the run machinery's classes.
 
 * ``cases``: one short row per case (id, verdict, model, column, outcome,
-  finding classes, feature names); the overview grid and the filters use these.
+  finding classes, feature names as indices into ``feats``, details chunk);
+  the overview grid and the filters use these.
 * ``cols``: the overview's columns: one per variant x machine x accelerator x
   host x QEMU x guest combination present.
 * ``details``: for cases with findings or a verdict other than pass: the bit
@@ -21,6 +22,7 @@ in a neutral colour.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -179,9 +181,18 @@ def _needs_details(r: Result) -> bool:
     return any(len({v for v in vals if v is not None}) > 1 for vals in (r.get("words") or {}).values())
 
 
-def page_data(results: Iterable[Result], *, views: ViewsFn | None = None,
-              previous: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The page's JSON document; ``previous``: case id -> verdict of the previous run on this host."""
+def _size(x: Any) -> int:
+    return len(json.dumps(x, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def page_data(results: Iterable[Result], *, views: ViewsFn | None = None, previous: Mapping[str, str] | None = None,
+              inline_budget: int | None = None, chunk_cases: int = 100) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The page's JSON document and the case details kept out of it.
+
+    ``previous``: case id -> verdict of the previous run on this host.  ``inline_budget``: bytes of case
+    details embedded in the page (None: all); the details of the cases after them, in the page's order (most
+    severe first), go into chunks of ``chunk_cases`` cases that the page loads when it shows one of them
+    (``report-details/N.js`` beside the page, :func:`rig.report.html.render_report`)."""
     results = sorted(results, key=lambda r: r["id"])
     models = sorted({r["case"]["model"] for r in results})
     model_ix = {m: i for i, m in enumerate(models)}
@@ -191,6 +202,7 @@ def page_data(results: Iterable[Result], *, views: ViewsFn | None = None,
     classes = [*CLASSES, *sorted({f["class"] for r in results for f in r.get("findings", [])} - set(CLASSES))]
     issues: dict[str, int] = {}
     notes: dict[str, int] = {}
+    feats: dict[str, int] = {}
     cases, details = [], {}
     regs: set[str] = set()
     for r in results:
@@ -204,8 +216,8 @@ def page_data(results: Iterable[Result], *, views: ViewsFn | None = None,
             was = previous.get(r["id"])
             new = 2 if was is None else (1 if was not in ("fail", "error") else 0)
         row = [r["id"], verdicts.index(r["verdict"]), model_ix[c["model"]], col_ix[_column(c)], r["outcome"],
-               len(fl), cls_mask, " ".join(sorted({f["name"] for f in fl})), c.get("cpu", ""), new,
-               round(float(r.get("duration_s", 0.0)), 2), r.get("artifacts", "")]
+               len(fl), cls_mask, [feats.setdefault(n, len(feats)) for n in sorted({f["name"] for f in fl})],
+               c.get("cpu", ""), new, round(float(r.get("duration_s", 0.0)), 2), r.get("artifacts", ""), -1]
         cases.append(row)
         if _needs_details(r):
             d = _details(r, views(r) if views else None, issues, notes, classes)
@@ -216,10 +228,33 @@ def page_data(results: Iterable[Result], *, views: ViewsFn | None = None,
     for key in sorted(regs):
         leaf, sub, reg = _parse_key(key)
         names[key] = [cat.name_of(leaf, sub, reg, b) if cat.by_location(leaf, sub, reg, b) else "" for b in range(32)]
+    chunks: list[dict[str, Any]] = []
+    if inline_budget is not None and _size(details) > inline_budget:
+        # the page's own order: verdict (most severe first), new failures first, id
+        order = sorted(cases, key=lambda row: (row[1], -row[9], row[0]))
+        used, inline = 0, {}
+        rest = []
+        for row in order:
+            d = details.get(row[0])
+            if d is None:
+                continue
+            n = _size(d)
+            if not rest and used + n <= inline_budget:
+                inline[row[0]] = d
+                used += n
+            else:
+                rest.append(row)
+        for i in range(0, len(rest), chunk_cases):
+            chunk = {}
+            for row in rest[i:i + chunk_cases]:
+                row[-1] = len(chunks)
+                chunk[row[0]] = details[row[0]]
+            chunks.append(chunk)
+        details = inline
     return {
         "verdicts": verdicts, "classes": classes, "models": models,
         "cols": [list(cv) for cv in combos], "cases": cases, "details": details, "names": names,
-        "issues": [k.split("\0") for k in issues], "notes": list(notes),
+        "issues": [k.split("\0") for k in issues], "notes": list(notes), "feats": list(feats),
         "fields": ["id", "verdict", "model", "col", "outcome", "findings", "classes", "features", "cpu", "new",
-                   "duration_s", "artifacts"],
-    }
+                   "duration_s", "artifacts", "chunk"],
+    }, chunks

@@ -9,12 +9,14 @@ from pathlib import Path
 from ..run.result import CaseResult
 from ..run.rundir import RunDir
 from .history_access import previous_run
-from .html import html_report
+from .html import CHUNK_DIR, chunk_js, render_report
 from .junit import junit_xml
 from .summary import summarise
 from .tap import tap_report
 
 REPORT_FORMAT = "rig-report/1"
+#: bytes of case details embedded in report.html; the rest load from report-details/ (the page stays < 1.5 MB)
+INLINE_DETAILS = 600_000
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,24 @@ def _views_reader(run_path: Path):
     return read
 
 
+def _write_chunks(out: Path, chunks: list[dict]) -> None:
+    """``report-details/N.js``; chunk files of an earlier report there are removed (only those: N.js)."""
+    d = out / CHUNK_DIR
+    if d.is_dir():
+        for f in d.iterdir():
+            if f.suffix == ".js" and f.stem.isdigit() and f.is_file():
+                f.unlink()
+    if not chunks:
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+        return
+    d.mkdir(exist_ok=True)
+    for n, chunk in enumerate(chunks):
+        _atomic(d / f"{n}.js", chunk_js(n, chunk).encode())
+
+
 def write_reports(run: RunDir, results: list[CaseResult] | None = None, *, out: Path | None = None,
-                  history: Path | None = None) -> ReportPaths:
+                  history: Path | None = None, inline_details: int = INLINE_DETAILS) -> ReportPaths:
     """Every report of ``run``; ``history``: the database whose previous run of this matrix on this host marks
     new failures in the HTML report (default: the default database, if there is one)."""
     results = run.results() if results is None else results
@@ -68,6 +86,8 @@ def write_reports(run: RunDir, results: list[CaseResult] | None = None, *, out: 
     _atomic(paths.junit, junit_xml(results, matrix=matrix, run_dir=run.path))
     _atomic(out / "results.tap", tap_report(rows, matrix=matrix, run_dir=run.path).encode())
     prev = previous_run(run.path, info, history)
-    _atomic(paths.html, html_report(rows, matrix=matrix, run_dir=str(run.path), info=info,
-                                    views=_views_reader(run.path), previous=prev).encode())
+    page, chunks = render_report(rows, matrix=matrix, run_dir=str(run.path), info=info, views=_views_reader(run.path),
+                                 previous=prev, inline_budget=inline_details)
+    _write_chunks(out, chunks)
+    _atomic(paths.html, page.encode())
     return paths

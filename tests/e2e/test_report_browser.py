@@ -211,6 +211,20 @@ def test_findings_report_bit_grids_filters_and_lazy_cases(chromium, findings):
                 card = f"document.getElementById({json.dumps('c-' + r['id'])})"
                 assert b.eval(f"{card}.textContent.split({json.dumps(note)}).length - 1") == 1, r["id"]
                 assert b.eval(f"{card}.querySelectorAll('td[data-class=\"host-quirk\"]').length") > 5, r["id"]
+        # details kept beside the page (a budget this small moves nearly every case out): loaded when shown
+        from rig.report.write import write_reports
+        from rig.run.rundir import RunDir
+
+        split = out.parent / "split"
+        write_reports(RunDir.open_existing(out), out=split, inline_details=2000)
+        assert len(list((split / "report-details").glob("*.js"))) >= 1
+        b.open(split / "report.html")
+        ids = _matching(b)
+        _settle(b, 300)
+        assert b.eval("document.querySelectorAll('#list .case.pending').length") == 0
+        with_grids = b.eval("Array.from(document.querySelectorAll('#list article.case')).filter(e => "
+                            "e.querySelector('table.bits')).map(e => e.id.slice(2))")
+        assert set(with_grids) == {r["id"] for r in rows if r["findings"]} and len(ids) == len(rows)
         b.open(out / "report.html")
         shot = b.screenshot(out / "overview-findings.png")
         b.eval(f"location.hash = 'c-{fails[0]}'")

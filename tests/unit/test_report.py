@@ -66,7 +66,7 @@ def test_html_is_self_contained_with_overview_and_bit_grid_data():
     by = {c[f["id"]].split("-")[0]: c for c in d["cases"]}
     assert d["verdicts"][by["EPYC"][f["verdict"]]] == "fail" and d["verdicts"][by["host"][f["verdict"]]] == "fail"
     assert d["verdicts"][by["Skylake"][f["verdict"]]] == "expected"
-    assert by["EPYC"][f["features"]] == "avx2"
+    assert [d["feats"][i] for i in by["EPYC"][f["features"]]] == ["avx2"]
     assert by["EPYC"][f["classes"]] == 1 << d["classes"].index("model-gap")
     # the bit grid of 0x7.0.EBX: predicted 00800020, configured 00800000, observed 00000000 (the words above)
     grid = dict(d["details"][by["Skylake"][f["id"]]]["grid"])
@@ -154,7 +154,7 @@ def test_bit_grid_views_kvm_filtered_and_kernel():
              "observed": {"user": table("0x00100001", "0x00000020")},
              "kvm_predicted": table("0x00100001", "0x00000020"), "kvm_measured": table("0x00100001", "0x00000000"),
              "kernel": {"cpuinfo_flags": ["pni", "fpu"]}}
-    d = page_data([r.to_json()], views=lambda _: views)
+    d, _ = page_data([r.to_json()], views=lambda _: views)
     grid = dict(d["details"][r.id]["grid"])
     # 1.ECX agrees in every guest view and in KVM's pair: no grid; 7.0.EBX: KVM's model and measured table differ
     assert list(grid) == ["0x7.0.ebx"]
@@ -164,6 +164,30 @@ def test_bit_grid_views_kvm_filtered_and_kernel():
     assert kernel[1] == "00000000" and int(kernel[2], 16) >> 5 & 1  # avx2 has a cpuinfo name, not shown: 0
     # the kernel's flags, read back for 1.ECX: pni shown (bit 0), sse4_2 not (bit 20)
     views["kvm_measured"] = table("0x00000001", "0x00000020")
-    grid = dict(page_data([r.to_json()], views=lambda _: views)["details"][r.id]["grid"])
+    grid = dict(page_data([r.to_json()], views=lambda _: views)[0]["details"][r.id]["grid"])
     kernel = grid["0x1.0.ecx"][-1]
     assert int(kernel[1], 16) == 1 and int(kernel[2], 16) >> 20 & 1
+
+
+def test_details_beyond_the_budget_go_to_chunks(tmp_path):
+    """Case details past the inline budget are written to report-details/N.js, most severe cases kept inline."""
+    rd = RunDir.create(tmp_path / "run", "smoke")
+    rd.write_info(RunInfo(matrix="m.toml", matrix_name="smoke", started_at="2026-12-02T00:00:00Z", argv=["rig"]))
+    for r in results():
+        rd.append(r)
+    paths = write_reports(rd, inline_details=450)  # the two fail cases (242 + 142 bytes), not the third
+    page = paths.html.read_text()
+    d = _page_data(page)
+    f = {name: i for i, name in enumerate(d["fields"])}
+    chunked = {c[f["id"]]: c[f["chunk"]] for c in d["cases"] if c[f["chunk"]] >= 0}
+    assert chunked and set(d["details"]).isdisjoint(chunked) and len(d["details"]) + len(chunked) == 3
+    assert "report-details/" in page
+    js = (tmp_path / "run" / "report-details" / "0.js").read_text()
+    m = re.fullmatch(r"rigDetails\(0,(.*)\);\n", js, re.S)
+    assert m and set(json.loads(m.group(1))) == set(chunked)
+    # the expected (least severe) case is the one moved out; fail cases stay inline
+    verdict = {c[f["id"]]: d["verdicts"][c[f["verdict"]]] for c in d["cases"]}
+    assert all(verdict[i] == "expected" for i in chunked)
+    # rewritten without a budget: the stale chunks are gone
+    write_reports(rd)
+    assert not (tmp_path / "run" / "report-details").exists()

@@ -44,6 +44,8 @@
     var none = form.querySelector('input[name="class-none"]').checked;
     var model = form.querySelector('select[name="model"]').value;
     var feat = form.querySelector('input[name="feature"]').value.trim().toLowerCase();
+    var featIx = new Set();
+    if (feat) D.feats.forEach(function (n, i) { if (n.toLowerCase().indexOf(feat) >= 0) featIx.add(i); });
     var onlyNew = form.querySelector('input[name="new"]').checked;
     var cmask = 0;
     cs.forEach(function (c) { cmask |= 1 << c; });
@@ -51,7 +53,7 @@
       if (!vs.has(c[F.verdict])) return false;
       if (c[F.classes] ? !(c[F.classes] & cmask) : !none) return false;
       if (model !== '' && c[F.model] !== +model) return false;
-      if (feat && c[F.features].toLowerCase().indexOf(feat) < 0) return false;
+      if (feat && !c[F.features].some(function (i) { return featIx.has(i); })) return false;
       if (onlyNew && !c[F['new']]) return false;
       return true;
     };
@@ -204,6 +206,11 @@
       c[F['new']] ? el('span', { cls: 'newmark', text: c[F['new']] === 2 ? 'new case, failing' : 'new failure' }) : null,
       ' ', el('span', { cls: 'sub', text: '-cpu ' + c[F.cpu] + ' · ' + c[F.outcome] + ' · ' + c[F.findings] +
         ' differing bits · ' + c[F.duration_s] + ' s · ' + c[F.artifacts] }));
+    if (!d && c[F.chunk] >= 0) {  // its details are in a chunk beside the page: a placeholder until it loads
+      loadChunk(c[F.chunk]);
+      return el('article', { cls: 'case pending ' + vcls(vi), id: 'c-' + id, 'data-chunk': c[F.chunk] }, title,
+        el('p', { cls: 'sub', text: 'loading its details from ' + D.chunkDir + '/' + c[F.chunk] + '.js …' }));
+    }
     if (!d) return el('div', { cls: 'case line ' + vcls(vi), id: 'c-' + id }, title);
     var card = el('article', { cls: 'case ' + vcls(vi), id: 'c-' + id }, title);
     var regs = el('div', { cls: 'regs' });
@@ -249,6 +256,29 @@
     }
     return card;
   }
+
+  // ---------------------------------------------------------------- details kept beside the page
+  var chunkState = {};
+  function loadChunk(n) {
+    if (chunkState[n]) return;
+    chunkState[n] = 'loading';
+    var s = document.createElement('script');
+    s.src = D.chunkDir + '/' + n + '.js';
+    s.onerror = function () {
+      chunkState[n] = 'missing';
+      document.querySelectorAll('.case.pending[data-chunk="' + n + '"] p').forEach(function (p) {
+        p.textContent = 'details missing: ' + D.chunkDir + '/' + n + '.js was not found beside this page';
+      });
+    };
+    document.head.appendChild(s);
+  }
+  window.rigDetails = function (n, details) {
+    chunkState[n] = 'loaded';
+    for (var id in details) D.details[id] = details[id];
+    document.querySelectorAll('.case.pending[data-chunk="' + n + '"]').forEach(function (e) {
+      e.replaceWith(caseCard(byId.get(e.id.slice(2))));
+    });
+  };
 
   // ---------------------------------------------------------------- the list, in chunks
   var list = document.getElementById('list'), more = document.getElementById('more');
