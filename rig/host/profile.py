@@ -24,6 +24,7 @@ from typing import Any
 
 from ..cpuid.table import CpuidFormatError, CpuidTable
 from ..errors import RigError
+from ..outfile import write_output
 
 FORMAT = "rig-host-profile/1"
 
@@ -126,10 +127,8 @@ class HostProfile:
         return json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n"
 
     def save(self, path: str | Path) -> None:
-        p = Path(path)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(self.dumps())
-        tmp.replace(p)
+        """Write the profile to ``path`` (``-``: standard output; devices and FIFOs in place): rig.outfile."""
+        write_output(path, self.dumps())
 
     @classmethod
     def from_json(cls, d: Any, where: str = "profile") -> HostProfile:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..outfile import output_directory, write_output
 from ..run.result import CaseResult
 from ..run.rundir import RunDir
 from .html import html_report
@@ -22,12 +23,6 @@ class ReportPaths:
     html: Path
 
 
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def json_report(results: list[CaseResult], *, matrix: str, info: dict) -> dict:
     s = summarise(results)
     return {
@@ -42,10 +37,9 @@ def write_reports(run: RunDir, results: list[CaseResult] | None = None, *, out: 
     results = run.results() if results is None else results
     info = run.read_info()
     matrix = info.get("matrix_name", "matrix")
-    out = out or run.path
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_directory(out or run.path)
     paths = ReportPaths(out / "report.json", out / "junit.xml", out / "report.html")
-    _atomic(paths.json, (json.dumps(json_report(results, matrix=matrix, info=info), indent=1) + "\n").encode())
-    _atomic(paths.junit, junit_xml(results, matrix=matrix, run_dir=run.path))
-    _atomic(paths.html, html_report(results, matrix=matrix, run_dir=str(run.path), info=info).encode())
+    write_output(paths.json, (json.dumps(json_report(results, matrix=matrix, info=info), indent=1) + "\n").encode())
+    write_output(paths.junit, junit_xml(results, matrix=matrix, run_dir=run.path))
+    write_output(paths.html, html_report(results, matrix=matrix, run_dir=str(run.path), info=info).encode())
     return paths
