@@ -27,3 +27,25 @@ def qemu_binary() -> str:
     if b is None:
         pytest.skip("qemu-system-x86_64 not installed (run scripts/setup.sh)")
     return b
+
+
+#: parser -> [inputs tried, failures], filled by the bad-input property tests (tests/unit/test_badinput_props.py)
+FUZZ_TALLY = pytest.StashKey[dict]()
+
+
+@pytest.fixture(scope="session")
+def fuzz_tally(request) -> dict:
+    return request.config.stash.setdefault(FUZZ_TALLY, {})
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    tally = config.stash.get(FUZZ_TALLY, None)
+    if not tally:
+        return
+    tr = terminalreporter
+    tr.section("bad input: inputs tried per parser")
+    width = max(len(k) for k in tally)
+    tr.write_line(f"{'parser':<{width}}  {'inputs':>7}  {'failures':>8}")
+    for name, (tried, failed) in sorted(tally.items()):
+        tr.write_line(f"{name:<{width}}  {tried:>7}  {failed:>8}")
+    tr.write_line(f"{'total':<{width}}  {sum(t for t, _ in tally.values()):>7}  {sum(f for _, f in tally.values()):>8}")
