@@ -29,7 +29,7 @@ def qemu_binary() -> str:
     return b
 
 
-#: parser -> [inputs tried, failures], filled by the bad-input property tests (tests/unit/test_badinput_props.py)
+#: parser -> [inputs tried, accepted, failures], filled by the bad-input property tests (tests/unit/test_badinput_props.py)
 FUZZ_TALLY = pytest.StashKey[dict]()
 
 
@@ -45,7 +45,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     tr = terminalreporter
     tr.section("bad input: inputs tried per parser")
     width = max(len(k) for k in tally)
-    tr.write_line(f"{'parser':<{width}}  {'inputs':>7}  {'failures':>8}")
-    for name, (tried, failed) in sorted(tally.items()):
-        tr.write_line(f"{name:<{width}}  {tried:>7}  {failed:>8}")
-    tr.write_line(f"{'total':<{width}}  {sum(t for t, _ in tally.values()):>7}  {sum(f for _, f in tally.values()):>8}")
+    tr.write_line(f"{'parser (entry point)':<{width}}  {'inputs':>7}  {'accepted':>8}  {'refused':>7}  {'failures':>8}"
+                  "   (refused: one-line error, exit 2; failures: property broken)")
+    rows = [*sorted(tally.items()), ("total", [sum(r[i] for r in tally.values()) for i in range(3)])]
+    for name, (tried, accepted, failed) in rows:
+        tr.write_line(f"{name:<{width}}  {tried:>7}  {accepted:>8}  {tried - accepted - failed:>7}  {failed:>8}")

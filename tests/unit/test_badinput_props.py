@@ -6,7 +6,8 @@ libvirt cputestdata) and random text/bytes. The property: a result or a RigError
 the CLI (rig.cli.main in-process), exit status 0 or 2 with exactly one `rig: error:` line on stderr, no traceback,
 and no partly written output file.
 
-Inputs tried per parser are counted and printed in pytest's terminal summary (tests/conftest.py);
+Inputs tried per parser are counted and printed in pytest's terminal summary (tests/conftest.py), with how many
+were accepted (a result; exit 0/1) and how many broke the property;
 RIG_FUZZ_EXAMPLES=N raises the number of examples per test (bench/bench_fuzz.py does).
 """
 
@@ -279,23 +280,25 @@ def one_line(e: RigError) -> None:
 
 def parses_or_rig_error(tally, parser: str, fn, *args, **kwargs):
     """The parser's property; counts the input (and the failure, before re-raising it)."""
-    row = tally.setdefault(parser, [0, 0])
+    row = tally.setdefault(parser, [0, 0, 0])
     row[0] += 1
     try:
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except RigError as e:
             one_line(e)
             return e
     except BaseException:
-        row[1] += 1
+        row[2] += 1
         raise
+    row[1] += 1
+    return result
 
 
 def cli_exits_cleanly(tally, parser: str, capsys, argv: list[str], out: Path | None = None, reload=None) -> int:
     """rig.cli.main(argv): 0 (or 1 where the command says "differences"), or 2 with one `rig: error:` line;
     an output file exists only complete (valid JSON), never partly written; no temporary file is left."""
-    row = tally.setdefault(parser, [0, 0])
+    row = tally.setdefault(parser, [0, 0, 0])
     row[0] += 1
     try:
         capsys.readouterr()
@@ -315,10 +318,11 @@ def cli_exits_cleanly(tally, parser: str, capsys, argv: list[str], out: Path | N
             else:
                 assert not out.exists(), f"exit {code} but {out} was written"
             assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == [], "temporary file left"
-        return code
     except BaseException:
-        row[1] += 1
+        row[2] += 1
         raise
+    row[1] += code != 2
+    return code
 
 
 @pytest.fixture(scope="module")
@@ -335,7 +339,7 @@ def _fresh_out(work: Path) -> Path:
 
 # -- matrix TOML and known-issues files ---------------------------------------------------------------------------
 
-@fuzz(100)
+@fuzz(60)
 @given(text_inputs(list(MATRICES.values()), tomllib.loads, toml_values, toml_dumps))
 def test_matrix_toml(fuzz_tally, work, data):
     from rig.matrix.load import load_matrix
@@ -355,7 +359,7 @@ def test_known_issues_toml(fuzz_tally, work, data):
     parses_or_rig_error(fuzz_tally, "known-issues TOML", load_known_issues, f)
 
 
-@fuzz(10)
+@fuzz(5)
 @given(text_inputs(list(MATRICES.values())[:1]))
 def test_matrix_cli(fuzz_tally, work, capsys, data):
     """`rig run FILE --list` on broken files: one line, exit 2 (valid ones list their cases, exit 0)."""
@@ -388,7 +392,7 @@ def test_host_profile(fuzz_tally, work, data):
     parses_or_rig_error(fuzz_tally, "host profile (HostProfile.load)", HostProfile.load, f)
 
 
-@fuzz(25)
+@fuzz(20)
 @given(st.just(PROFILE_JSON).flatmap(lambda t: mutated_tree(t, json_values)))
 def test_host_profile_cli(fuzz_tally, work, capsys, tree):
     """`rig host show` and `rig policy predict -o` read every part of a profile."""
@@ -569,7 +573,7 @@ def test_kernel_cli(fuzz_tally, capsys, text):
     cli_exits_cleanly(fuzz_tally, "--kernel VER (rig policy show)", capsys, ["policy", "show", "--", text])
 
 
-@fuzz(25)
+@fuzz(20)
 @given(st.lists(near(PARAMS), min_size=1, max_size=3))
 def test_param_cli(fuzz_tally, work, capsys, params):
     out = _fresh_out(work)
@@ -597,8 +601,105 @@ def qemu_facts_ready():
     gather_facts(find_qemu())  # once (cached): the examples below only predict
 
 
-@fuzz(25)
+@fuzz(15)
 @given(near(CPU_LINES))
 def test_cpu_line_cli(fuzz_tally, qemu_facts_ready, capsys, text):
     """`rig qemu predict CPU`: the model layer on arbitrary -cpu lines (TCG: no guest started)."""
     cli_exits_cleanly(fuzz_tally, "-cpu line (rig qemu predict)", capsys, ["qemu", "predict", "--", text])
+
+
+# -- -k and --shard selections, `rig diff` table references -----------------------------------------------------
+
+K_EXPRS = ["EPYC and not kvm", "(q35 or pc) and tcg", "not (max or host)", "no-avx2"]
+
+
+@fuzz(150)
+@given(st.one_of(near(K_EXPRS), st.text(alphabet="() andortx", max_size=60)))
+def test_k_expression(fuzz_tally, text):
+    from rig.matrix.model import Case
+    from rig.matrix.select import parse_k
+
+    pred = parses_or_rig_error(fuzz_tally, "-k EXPR (parse_k)", parse_k, text)
+    if not isinstance(pred, RigError):
+        assert pred(Case("native", "system", "tcg", "q35", "EPYC-Rome", "no-avx2", ("-avx2",))) in (True, False)
+
+
+@fuzz(100)
+@given(near(["1/4", "2/2", "10/16"]))
+def test_shard(fuzz_tally, text):
+    from rig.matrix.select import parse_shard
+
+    parses_or_rig_error(fuzz_tally, "--shard I/N (parse_shard)", parse_shard, text)
+
+
+@fuzz(25)
+@given(st.one_of(text_inputs(CPUID_R[:1] + LIBVIRT_XML[:1]), st.just(PROFILE_JSON).flatmap(
+    lambda t: mutated_tree(t, json_values)).map(lambda t: json.dumps(t).encode())),
+    st.sampled_from(["", ":raw", ":supported", ":emulated", ":nonsense"]))
+def test_diff_cli(fuzz_tally, work, capsys, data, layer):
+    """`rig diff A B`: each side a profile layer, a table JSON, `cpuid -r` text or libvirt XML."""
+    f = work / "diff-a"
+    f.write_bytes(data)
+    cli_exits_cleanly(fuzz_tally, "table reference (rig diff)", capsys, ["diff", f"{f}{layer}", f"{PROFILE}:raw"])
+
+
+# -- the crashes these properties found, kept as examples ----------------------------------------------------------
+
+@pytest.mark.parametrize("argv_of, content, message", [
+    (lambda f: ["run", str(f), "--list"], b"\x80", "not UTF-8 text"),
+    (lambda f: ["host", "show", str(f)], b"\x80", "not UTF-8 text"),
+    (lambda f: ["host", "show", str(f)],
+     json.dumps({**PROFILE_JSON, "kernel": {"flags": ["fpu", ["x"]]}}).encode(), "kernel.flags: expected a list of strings"),
+    (lambda f: ["host", "show", str(f)], json.dumps({**PROFILE_JSON, "missing": 5}).encode(), "missing: expected a list"),
+    (lambda f: ["host", "import", str(f), "-o", str(f.with_suffix(".out"))],
+     LIBVIRT_XML[0].replace("<msr index='0x10a' ", "<msr ").encode(), "<msr> element 0 has no 'index' attribute"),
+    (lambda f: ["host", "import", str(f), "-o", str(f.with_suffix(".out"))],
+     LIBVIRT_XML[0].replace("eax='0x0000000d'", "eax='-1'", 1).encode(), "'-1' is not a hexadecimal number"),
+    (lambda f: ["host", "import", str(f), "-o", str(f.with_suffix(".out"))],
+     CPUID_R[0].replace("eax=0x0000000d", "eax=0x1ffffffff", 1).encode(), "out of 32-bit range"),
+    (lambda f: ["policy", "check", "--profile", str(PROFILE), "--known", str(f)],
+     b'{"format": "rig-kvm-known-differences/1", "entries": "x"}', "'entries' must be a list"),
+    (lambda f: ["policy", "predict", "--profile", str(PROFILE), "--kernel", "6.12", "--param", "=\nkvm_amd.x=0"],
+     b"", "--param '=\\nkvm_amd.x=0': name the module"),
+])
+def test_found_crashes_are_one_line_errors(tmp_path, capsys, argv_of, content, message):
+    f = tmp_path / "input"
+    f.write_bytes(content)
+    assert main(argv_of(f)) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("rig: error: ") and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input"]  # no output file
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"variant_of": "7.3-tsa-prefix"}, "does not name an imported policy"),  # itself: looped for ever
+    ({"range": ["6.16"]}, "variant 'range' must be [FIRST, LAST]"),
+    ({"set": {"leaves": {"max_basic": "0x1f"}}}, "leaves.max_basic must be a 32-bit integer"),
+])
+def test_found_policy_variant_crashes(tmp_path, monkeypatch, capsys, change, message):
+    from rig.policy import store
+
+    d = tmp_path / "data"
+    shutil.copytree(POLICY_DATA, d)
+    variant = d / "linux-7.3-tsa-prefix.json"
+    variant.write_text(json.dumps({**json.loads(variant.read_text()), **change}))
+    monkeypatch.setenv("RIG_POLICY_DIR", str(d))
+    store._load_entry.cache_clear()
+    try:
+        assert main(["policy", "show", "7.3-tsa-prefix"]) == 2
+    finally:
+        store._load_entry.cache_clear()
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_k_nesting_is_bounded():
+    """5000 parentheses overflowed Python's stack (RecursionError); 5000 `not`s are a loop, not recursion."""
+    from rig.matrix.model import Case
+    from rig.matrix.select import SelectError, parse_k
+
+    with pytest.raises(SelectError, match="nested too deeply"):
+        parse_k("(" * 5000 + "x" + ")" * 5000)
+    case = Case("native", "system", "tcg", "q35", "EPYC-Rome")
+    assert parse_k("not " * 5000 + "tcg")(case) is True and parse_k("not " * 5001 + "tcg")(case) is False
+    assert parse_k("(" * 100 + "tcg" + ")" * 100)(case) is True
