@@ -327,7 +327,9 @@ def cli_exits_cleanly(tally, parser: str, capsys, argv: list[str], out: Path | N
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("badinput")
+    d = tmp_path_factory.mktemp("badinput")
+    shutil.copyfile(REPO / "matrices" / "known-issues.toml", d / "known-issues.toml")  # the matrices name it
+    return d
 
 
 def _fresh_out(work: Path) -> Path:
