@@ -8,7 +8,8 @@ What happens depends on what the name is when the write starts:
   permission bits; a symbolic link to a regular file stays a link (its target is replaced).
 * anything else that exists (a character or block device such as ``/dev/null``, a FIFO, a link to
   one): opened and written in place, never replaced by a regular file.
-* ``-``: standard output.
+* ``-``: standard output; ``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``: written through that descriptor of
+  the rig (so ``-o /dev/stdout >>log`` appends, as a shell user expects, instead of renaming over the log).
 * a directory: :class:`OutputError` (exit status 2), nothing written.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
 import sys
@@ -32,13 +34,16 @@ class OutputError(RigError):
 
 
 def is_stdout(target: str | os.PathLike[str] | None) -> bool:
-    """True for ``-``, the name that means standard output."""
-    return target is not None and os.fspath(target) == STDOUT
+    """True for ``-`` and the names of the rig's descriptor 1 (``/dev/stdout``): output that goes to standard
+    output (commands then print their notes to standard error)."""
+    if target is None or not os.fspath(target):
+        return False
+    return os.fspath(target) == STDOUT or _open_descriptor(os.fspath(target)) == 1
 
 
 def describe(target: str | os.PathLike[str]) -> str:
     """How to name the output in a message: the path, or ``standard output`` for ``-``."""
-    return "standard output" if is_stdout(target) else os.fspath(target)
+    return "standard output" if os.fspath(target) == STDOUT else os.fspath(target)
 
 
 def _reason(e: OSError) -> str:
@@ -54,6 +59,10 @@ def write_output(target: str | os.PathLike[str], data: bytes | str) -> None:
     name = os.fspath(target)
     if not name:
         raise OutputError("empty output file name", hint="name a file, or - for standard output")
+    fd = _open_descriptor(name)
+    if fd is not None:
+        _write_descriptor(name, fd, blob)
+        return
     try:
         st = os.stat(name)
     except FileNotFoundError:
@@ -80,6 +89,36 @@ def output_directory(target: str | os.PathLike[str]) -> Path:
     except OSError as e:
         raise OutputError(f"{p}: cannot create the directory: {_reason(e)}") from None
     return p
+
+
+_FD_NAME = re.compile(r"^/(?:dev/fd|proc/self/fd|proc/(\d+)/fd)/(\d+)$")
+_STD_NAMES = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _open_descriptor(name: str) -> int | None:
+    """The rig's own descriptor when ``name`` is one (/dev/stdout, /dev/fd/N, /proc/self/fd/N): written through
+    that descriptor, whatever it is open on (``-o /dev/stdout >>log`` appends to the log instead of replacing it)."""
+    p = os.path.abspath(name)
+    for _ in range(8):  # /dev/stdout -> /proc/self/fd/1, and links to those
+        if p in _STD_NAMES:
+            return _STD_NAMES[p]
+        m = _FD_NAME.match(p)
+        if m:
+            return int(m.group(2)) if m.group(1) is None or int(m.group(1)) == os.getpid() else None
+        if not os.path.islink(p) or p.startswith("/proc/"):
+            return None
+        p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    return None
+
+
+def _write_descriptor(name: str, fd: int, blob: bytes) -> None:
+    if fd in (1, 2):
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # what was printed before comes first
+    try:
+        _write_all(fd, blob)
+    except OSError as e:
+        raise OutputError(f"{name}: write failed: {_reason(e)}") from None
 
 
 def _write_stdout(blob: bytes) -> None:

@@ -277,3 +277,21 @@ def test_cli_report_out_with_device_named_like_a_report(tmp_path, chardev, capsy
     capsys.readouterr()
     assert main(["report", str(rd.path), "--out", str(out / "junit.xml")]) == 2
     assert "exists and is not a directory" in one_line_error(capsys.readouterr().err)
+
+
+def test_dev_stdout_appended_to_a_log_is_not_replaced(tmp_path, dump):
+    """`-o /dev/stdout >>log`: written through the rig's descriptor 1 (opened for appending by the shell), so
+    the log keeps its lines and its inode; the summary goes to standard error, as with `-o -`."""
+    log = tmp_path / "log.txt"
+    log.write_text("previous line\n")
+    inode = log.stat().st_ino
+    with open(log, "ab") as out:
+        r = subprocess.run([sys.executable, "-m", "rig.cli", "host", "import", str(dump), "-o", "/dev/stdout"],
+                           stdout=out, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    assert "profile written to /dev/stdout" in r.stderr
+    assert log.stat().st_ino == inode
+    first, rest = log.read_text().split("\n", 1)
+    assert first == "previous line" and json.loads(rest)["format"] == "rig-host-profile/1"
+    assert leftovers(tmp_path, {"log.txt"}) == []
