@@ -645,6 +645,26 @@ def test_diff_cli(fuzz_tally, work, capsys, data, layer):
     cli_exits_cleanly(fuzz_tally, "table reference (rig diff)", capsys, ["diff", f"{f}{layer}", f"{PROFILE}:raw"])
 
 
+# -- emulated hosts: `emulated:MODEL@KERNEL,param=value` (matrix hosts) and --kvm-param K=V ----------------------
+
+@fuzz(150)
+@given(near(["emulated:EPYC-Rome@6.12", "emulated:EPYC-Milan@7.3,npt=0,nested=0", "EPYC@7.x,kvm.enable_pmu=1"]))
+def test_emulated_host_spec(fuzz_tally, text):
+    from rig.emulate.host import HostSpec, parse_host_spec
+
+    spec = parses_or_rig_error(fuzz_tally, "emulated:MODEL@KERNEL (parse_host_spec)", parse_host_spec, text)
+    if isinstance(spec, HostSpec):
+        assert parse_host_spec(str(spec)) == spec  # the label it prints (run reports, case ids) reads back
+
+
+@fuzz(100)
+@given(st.lists(near(["npt=0", "kvm_amd.nested=0", "kvm.enable_pmu=N"]), max_size=3))
+def test_kvm_params(fuzz_tally, items):
+    from rig.emulate.host import parse_params
+
+    parses_or_rig_error(fuzz_tally, "--kvm-param K=V (parse_params)", parse_params, items)
+
+
 # -- the crashes these properties found, kept as examples ----------------------------------------------------------
 
 @pytest.mark.parametrize("argv_of, content, message", [
