@@ -341,7 +341,7 @@ def _fresh_out(work: Path) -> Path:
 
 # -- matrix TOML and known-issues files ---------------------------------------------------------------------------
 
-@fuzz(60)
+@fuzz(40)
 @given(text_inputs(list(MATRICES.values()), tomllib.loads, toml_values, toml_dumps))
 def test_matrix_toml(fuzz_tally, work, data):
     from rig.matrix.load import load_matrix
@@ -361,7 +361,7 @@ def test_known_issues_toml(fuzz_tally, work, data):
     parses_or_rig_error(fuzz_tally, "known-issues TOML", load_known_issues, f)
 
 
-@fuzz(5)
+@fuzz(4)
 @given(text_inputs(list(MATRICES.values())[:1]))
 def test_matrix_cli(fuzz_tally, work, capsys, data):
     """`rig run FILE --list` on broken files: one line, exit 2 (valid ones list their cases, exit 0)."""
@@ -394,7 +394,7 @@ def test_host_profile(fuzz_tally, work, data):
     parses_or_rig_error(fuzz_tally, "host profile (HostProfile.load)", HostProfile.load, f)
 
 
-@fuzz(20)
+@fuzz(15)
 @given(st.just(PROFILE_JSON).flatmap(lambda t: mutated_tree(t, json_values)))
 def test_host_profile_cli(fuzz_tally, work, capsys, tree):
     """`rig host show` and `rig policy predict -o` read every part of a profile."""
@@ -459,7 +459,7 @@ def test_libvirt_xml(fuzz_tally, work, data):
         HostProfile.from_json(json.loads(prof.dumps()))  # the imported profile reads back
 
 
-@fuzz(30)
+@fuzz(20)
 @given(st.one_of(text_inputs(CPUID_R), st.sampled_from(LIBVIRT_XML).flatmap(mutated_xml).map(str.encode)))
 def test_host_import_cli(fuzz_tally, work, capsys, data):
     """`rig host import DUMP -o OUT` (format detected from the content)."""
@@ -509,7 +509,7 @@ def policy_dir(tmp_path_factory) -> Path:
     return d
 
 
-@fuzz(30)
+@fuzz(20)
 @given(st.sampled_from(sorted(POLICY_FILES)).flatmap(
     lambda n: st.tuples(st.just(n), mutated_tree(POLICY_FILES[n], json_values))))
 def test_policy_files(fuzz_tally, work, policy_dir, capsys, monkeypatch, named):
@@ -534,7 +534,7 @@ def test_policy_files(fuzz_tally, work, policy_dir, capsys, monkeypatch, named):
         store._load_entry.cache_clear()
 
 
-@fuzz(50)
+@fuzz(30)
 @given(text_inputs([(POLICY_DATA / "linux-6.12.json").read_text()], json.loads, json_values, _json_dumps))
 def test_policy_file_load(fuzz_tally, work, data):
     from rig.policy.store import load_file
@@ -544,7 +544,7 @@ def test_policy_file_load(fuzz_tally, work, data):
     parses_or_rig_error(fuzz_tally, "policy file (load_file)", load_file, f)
 
 
-@fuzz(30)
+@fuzz(20)
 @given(text_inputs([(POLICY_DATA / "known-differences.json").read_text()], json.loads, json_values, _json_dumps))
 def test_known_differences_cli(fuzz_tally, work, capsys, data):
     """`rig policy check --known FILE` with a broken known-differences file: exit 0/1 or one line."""
@@ -561,7 +561,7 @@ def near(samples: list[str]):
     return st.one_of(st.sampled_from(samples).flatmap(mutated_text), st.text(max_size=30))
 
 
-@fuzz(100)
+@fuzz(60)
 @given(near(KERNELS))
 def test_kernel_version_strings(fuzz_tally, text):
     from rig.policy.store import select
@@ -569,13 +569,13 @@ def test_kernel_version_strings(fuzz_tally, text):
     parses_or_rig_error(fuzz_tally, "--kernel VER (policy select)", select, text)
 
 
-@fuzz(25)
+@fuzz(15)
 @given(near(KERNELS))
 def test_kernel_cli(fuzz_tally, capsys, text):
     cli_exits_cleanly(fuzz_tally, "--kernel VER (rig policy show)", capsys, ["policy", "show", "--", text])
 
 
-@fuzz(20)
+@fuzz(15)
 @given(st.lists(near(PARAMS), min_size=1, max_size=3))
 def test_param_cli(fuzz_tally, work, capsys, params):
     out = _fresh_out(work)
@@ -603,7 +603,7 @@ def qemu_facts_ready():
     gather_facts(find_qemu())  # once (cached): the examples below only predict
 
 
-@fuzz(15)
+@fuzz(12)
 @given(near(CPU_LINES))
 def test_cpu_line_cli(fuzz_tally, qemu_facts_ready, capsys, text):
     """`rig qemu predict CPU`: the model layer on arbitrary -cpu lines (TCG: no guest started)."""
@@ -683,7 +683,9 @@ def test_kvm_params(fuzz_tally, items):
      b'{"format": "rig-kvm-known-differences/1", "entries": "x"}', "'entries' must be a list"),
     (lambda f: ["policy", "predict", "--profile", str(PROFILE), "--kernel", "6.12", "--param", "=\nkvm_amd.x=0"],
      b"", "--param '=\\nkvm_amd.x=0': name the module"),
-])
+], ids=["matrix-not-utf8", "profile-not-utf8", "profile-flag-not-string", "profile-missing-not-list",
+        "libvirt-msr-without-index", "libvirt-negative-register", "cpuid-r-33-bit-register", "known-entries-not-list",
+        "param-with-newline"])
 def test_found_crashes_are_one_line_errors(tmp_path, capsys, argv_of, content, message):
     f = tmp_path / "input"
     f.write_bytes(content)
