@@ -4,7 +4,8 @@ What happens depends on what the name is when the write starts:
 
 * a regular file, or a new name: the bytes go to a temporary file in the same directory, which is
   then renamed over the target (atomic: readers see the old file or the new one, never a mix; an
-  error leaves the old file as it was and no temporary file behind).  An existing file keeps its
+  error leaves the old file as it was and no temporary file behind).  An existing file keeps its owner (when
+  the rig runs as root) and its
   permission bits; a symbolic link to a regular file stays a link (its target is replaced).
 * anything else that exists (a character or block device such as ``/dev/null``, a FIFO, a link to
   one): opened and written in place, never replaced by a regular file.
@@ -74,7 +75,7 @@ def write_output(target: str | os.PathLike[str], data: bytes | str) -> None:
     if st is not None and not stat.S_ISREG(st.st_mode):
         _write_in_place(name, blob, st)
     else:
-        _replace(os.path.realpath(name), blob, None if st is None else stat.S_IMODE(st.st_mode), shown=name)
+        _replace(os.path.realpath(name), blob, st, shown=name)
 
 
 def output_directory(target: str | os.PathLike[str]) -> Path:
@@ -156,8 +157,9 @@ def _write_in_place(name: str, blob: bytes, st: os.stat_result) -> None:
         os.close(fd)
 
 
-def _replace(real: str, blob: bytes, mode: int | None, *, shown: str) -> None:
-    """Temporary file next to ``real``, then rename over it; the temporary file never outlives an error."""
+def _replace(real: str, blob: bytes, old: os.stat_result | None, *, shown: str) -> None:
+    """Temporary file next to ``real``, then rename over it; the temporary file never outlives an error.
+    The new file keeps the old one's permission bits, and (when the rig runs as root) its owner."""
     directory, base = os.path.split(real)
     tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
@@ -170,8 +172,10 @@ def _replace(real: str, blob: bytes, mode: int | None, *, shown: str) -> None:
         raise OutputError(f"{shown}: cannot write in {directory or '.'}: {_reason(e)}") from None
     try:
         try:
-            if mode is not None:
-                os.fchmod(fd, mode)
+            if old is not None:
+                if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+                    os.fchown(fd, old.st_uid, old.st_gid)
+                os.fchmod(fd, stat.S_IMODE(old.st_mode))
             _write_all(fd, blob)
             os.fsync(fd)
         finally:

@@ -114,6 +114,18 @@ def test_regular_file_is_replaced_atomically_and_keeps_its_mode(tmp_path):
     assert leftovers(tmp_path, {"old.json"}) == []
 
 
+def test_root_keeps_the_owner_of_a_replaced_file(tmp_path):
+    """A root-run `rig host capture -o ~user/p.json` must not hand the user's file to root."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file another owner")
+    target = tmp_path / "user.json"
+    target.write_text("old\n")
+    os.chown(target, 4321, 4322)
+    write_output(target, "new\n")
+    st = target.stat()
+    assert (st.st_uid, st.st_gid) == (4321, 4322) and target.read_text() == "new\n"
+
+
 def test_symlink_to_regular_file_stays_a_link(tmp_path):
     real = tmp_path / "real.json"
     real.write_text("old\n")
