@@ -4,9 +4,9 @@ What happens depends on what the name is when the write starts:
 
 * a regular file, or a new name: the bytes go to a temporary file in the same directory, which is
   then renamed over the target (atomic: readers see the old file or the new one, never a mix; an
-  error leaves the old file as it was and no temporary file behind).  An existing file keeps its owner (when
-  the rig runs as root) and its
-  permission bits; a symbolic link to a regular file stays a link (its target is replaced).
+  error leaves the old file as it was and no temporary file behind).  An existing file keeps its permission
+  bits (and its owner, when the rig runs as root); a symbolic link to a regular file stays a link (its target
+  is replaced).
 * anything else that exists (a character or block device such as ``/dev/null``, a FIFO, a link to
   one): opened and written in place, never replaced by a regular file.
 * ``-``: standard output; ``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``: written through that descriptor of
