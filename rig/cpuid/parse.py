@@ -13,7 +13,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from xml.etree import ElementTree
 
-from .table import REGISTERS, CpuidFormatError, CpuidTable, Regs
+from .table import REGISTERS, CpuidFormatError, CpuidTable, Regs, u32
 
 _CPUID_LINE = re.compile(
     r"^\s*(0x[0-9a-fA-F]+)\s+(0x[0-9a-fA-F]+):\s+eax=(0x[0-9a-fA-F]+)\s+ebx=(0x[0-9a-fA-F]+)"
@@ -45,7 +45,7 @@ def parse_cpuid_r(text: str, *, cpu: int = 0, where: str = "cpuid -r dump") -> C
                 raise CpuidFormatError(f"{where}: line {lineno}: malformed CPUID entry: {line.strip()!r}")
             # cpuid also prints other text (e.g. "(multi-processing ...)"); ignore
             continue
-        leaf, subleaf, a, b, c, d = (int(x, 16) for x in m.groups())
+        leaf, subleaf, a, b, c, d = (u32(int(x, 16), f"{where}: line {lineno}") for x in m.groups())
         tables.setdefault(current, CpuidTable()).set(leaf, subleaf, Regs(a, b, c, d))
     if not tables:
         raise CpuidFormatError(f"{where}: no CPUID entries found (expected `cpuid -r` output)")
@@ -126,10 +126,12 @@ def parse_cpudata_xml(text: str, where: str = "cpudata XML") -> CpuidTable:
     t = CpuidTable()
     for i, el in enumerate(root.iter("cpuid")):
         try:
-            leaf = int(el.attrib["eax_in"], 16)
-            subleaf = int(el.attrib.get("ecx_in", "0"), 16)
-            vals = {r: int(el.attrib[r], 16) for r in REGISTERS}
-        except (KeyError, ValueError) as e:
+            leaf = _hex32(el.attrib["eax_in"])
+            subleaf = _hex32(el.attrib.get("ecx_in", "0"))
+            vals = {r: _hex32(el.attrib[r]) for r in REGISTERS}
+        except KeyError as e:
+            raise CpuidFormatError(f"{where}: <cpuid> element {i} has no {e.args[0]!r} attribute") from None
+        except ValueError as e:
             raise CpuidFormatError(f"{where}: <cpuid> element {i} malformed ({e})") from None
         t.set(leaf, subleaf, Regs(**vals))
     if not t:
@@ -137,10 +139,28 @@ def parse_cpudata_xml(text: str, where: str = "cpudata XML") -> CpuidTable:
     return t
 
 
-def parse_cpudata_msrs(text: str) -> dict[int, int]:
+def _hex32(text: str) -> int:
+    """A libvirt hex attribute (``0x0000000d``): unsigned, at most 32 bits; ValueError otherwise."""
+    if not re.fullmatch(r"(0[xX])?[0-9a-fA-F]+", text.strip()):
+        raise ValueError(f"{text!r} is not a hexadecimal number")
+    v = int(text, 16)
+    if v > 0xFFFFFFFF:
+        raise ValueError(f"{text} does not fit 32 bits")
+    return v
+
+
+def parse_cpudata_msrs(text: str, where: str = "cpudata XML") -> dict[int, int]:
     """MSR values in a libvirt ``<cpudata>`` file (index -> 64-bit value)."""
-    root = ElementTree.fromstring(text)
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as e:
+        raise CpuidFormatError(f"{where}: not XML: {e}") from None
     out = {}
-    for el in root.iter("msr"):
-        out[int(el.attrib["index"], 16)] = (int(el.attrib["edx"], 16) << 32) | int(el.attrib["eax"], 16)
+    for i, el in enumerate(root.iter("msr")):
+        try:
+            out[_hex32(el.attrib["index"])] = (_hex32(el.attrib["edx"]) << 32) | _hex32(el.attrib["eax"])
+        except KeyError as e:
+            raise CpuidFormatError(f"{where}: <msr> element {i} has no {e.args[0]!r} attribute") from None
+        except ValueError as e:
+            raise CpuidFormatError(f"{where}: <msr> element {i} malformed ({e})") from None
     return out

@@ -114,6 +114,13 @@ def parse_int(text: str | int, what: str = "value") -> int:
         raise CpuidFormatError(f"{what}: {text!r} is not an integer") from None
 
 
+def u32(value: int, what: str = "value") -> int:
+    """``value`` if it fits a 32-bit register (CPUID inputs and outputs all do), else :class:`CpuidFormatError`."""
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise CpuidFormatError(f"{what}: {value:#x} out of 32-bit range")
+    return value
+
+
 @dataclass
 class CpuidTable:
     """Mapping of (leaf, subleaf) to :class:`Regs`.
@@ -270,15 +277,12 @@ class CpuidTable:
         for i, row in enumerate(rows):
             if not isinstance(row, Mapping) or "leaf" not in row:
                 raise CpuidFormatError(f"{where}: entry {i} has no 'leaf'")
-            leaf = parse_int(row["leaf"], f"{where}: entry {i} leaf")
-            subleaf = parse_int(row.get("subleaf", 0), f"{where}: entry {i} subleaf")
+            leaf = u32(parse_int(row["leaf"], f"{where}: entry {i} leaf"), f"{where}: entry {i} leaf")
+            subleaf = u32(parse_int(row.get("subleaf", 0), f"{where}: entry {i} subleaf"), f"{where}: entry {i} subleaf")
             vals = {}
             for reg in REGISTERS:
                 if reg in row and row[reg] is not None:
-                    v = parse_int(row[reg], f"{where}: entry {i} {reg}")
-                    if not 0 <= v <= 0xFFFFFFFF:
-                        raise CpuidFormatError(f"{where}: entry {i} {reg} out of 32-bit range")
-                    vals[reg] = v
+                    vals[reg] = u32(parse_int(row[reg], f"{where}: entry {i} {reg}"), f"{where}: entry {i} {reg}")
             t.set(leaf, subleaf, Regs(**vals))
         return t
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..host.cli import summary
+from ..outfile import STDOUT, is_stdout
 from .host import EmulatedHost
 from .l2 import L2Result
 from .verify import l2_check
@@ -31,7 +32,8 @@ def cmd_emulate(args: argparse.Namespace) -> int:
                       keep_workdir=args.keep, l2=bool(args.l2_cpu)) as host:
         prof = host.profile
         assert prof is not None and host.info is not None
-        if args.output:
+        to_file = bool(args.output) and not is_stdout(args.output)
+        if to_file:
             prof.save(args.output)
             print(summary(prof))
             print(f"  L1 boot       {host.info.boot_seconds:.1f} s ({host.label})")
@@ -40,9 +42,9 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             r = host.run_probe(cpu, args.machine, timeout=args.l2_timeout)
             line = _case_line(cpu, r, host)
             failures += not (r.probe_ok and "differ" not in line)
-            print(line, file=sys.stdout if args.output else sys.stderr)
-        if not args.output:
-            sys.stdout.write(prof.dumps())
+            print(line, file=sys.stdout if to_file else sys.stderr)
+        if not to_file:
+            prof.save(STDOUT)
         else:
             print(f"profile written to {args.output}")
         if args.keep:
@@ -65,7 +67,8 @@ def add_host_subcommands(hs: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", default="newest", help="Debian kernel: 6.1, 6.12, 7.x, newest or a full release (default newest)")
     p.add_argument("--kvm-param", action="append", metavar="K=V",
                    help="KVM module parameter, e.g. kvm_amd.npt=0, nested=0 (kvm_amd by default); repeatable")
-    p.add_argument("-o", "--output", type=Path, help="write the profile here (default: JSON on stdout)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="write the profile here (default or -: JSON on standard output)")
     p.add_argument("--l2-cpu", action="append", metavar="CPU",
                    help="also boot the probe as an L2 guest with this -cpu line; repeatable")
     p.add_argument("--machine", default="microvm", help="L2 machine type (default microvm)")

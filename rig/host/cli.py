@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..cpuid.catalogue import CatalogueError, catalogue
 from ..cpuid.table import CpuidTable
+from ..outfile import STDOUT, describe, is_stdout
 from .capture import capture_profile
 from .importer import import_dump
 from .profile import HostProfile
@@ -69,12 +70,12 @@ def summary(p: HostProfile) -> str:
 
 def cmd_capture(args: argparse.Namespace) -> int:
     prof = capture_profile(kvm_device=args.kvm_device, name=args.name)
-    if args.output:
+    if args.output and not is_stdout(args.output):
         prof.save(args.output)
         print(summary(prof))
         print(f"profile written to {args.output}")
     else:
-        sys.stdout.write(prof.dumps())
+        prof.save(STDOUT)
     if prof.missing:
         print(f"rig: partial capture: {len(prof.missing)} part(s) missing (see 'missing' above)", file=sys.stderr)
     return 0
@@ -89,8 +90,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     prof = import_dump(args.dump, fmt=args.format, cpu=args.cpu)
     out = args.output or Path(Path(args.dump).stem + ".profile.json")
     prof.save(out)
-    print(summary(prof))
-    print(f"profile written to {out}")
+    # with -o - the profile is standard output: the summary goes to standard error
+    note = sys.stderr if is_stdout(out) else sys.stdout
+    print(summary(prof), file=note)
+    print(f"profile written to {describe(out)}", file=note)
     return 0
 
 
@@ -100,7 +103,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     host.set_defaults(func=lambda a: (host.print_help(), 2)[1])
 
     p = hs.add_parser("capture", help="capture this machine's host profile (raw CPUID, kernel caps, KVM, QEMU)")
-    p.add_argument("-o", "--output", type=Path, help="write the profile here (default: JSON on stdout)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="write the profile here (default or -: JSON on standard output)")
     p.add_argument("--kvm-device", default="/dev/kvm")
     p.add_argument("--name", help="profile name (default: hostname)")
     p.set_defaults(func=cmd_capture)
@@ -111,7 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = hs.add_parser("import", help="make a profile from a `cpuid -r` dump or libvirt cputestdata XML")
     p.add_argument("dump", type=Path)
-    p.add_argument("-o", "--output", type=Path)
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="write the profile here (- for standard output; default: DUMP_STEM.profile.json)")
     p.add_argument("--format", choices=["cpuid-r", "libvirt"], help="default: detected from the content")
     p.add_argument("--cpu", type=int, default=0, help="which CPU of a multi-CPU `cpuid -r` dump (default 0)")
     p.set_defaults(func=cmd_import)

@@ -83,7 +83,7 @@ def import_libvirt(path: Path) -> HostProfile:
     raw = parse_cpudata_xml(text, where=str(path))
     m = re.match(r"\s*<!--\s*(.*?)\s*-->", text)
     notes: dict = {"imported_from": str(path)}
-    msrs = parse_cpudata_msrs(text)
+    msrs = parse_cpudata_msrs(text, where=str(path))
     if msrs:
         notes["msrs"] = {f"0x{k:x}": f"0x{v:x}" for k, v in sorted(msrs.items())}
     for kind in ("enabled", "disabled"):
@@ -94,8 +94,10 @@ def import_libvirt(path: Path) -> HostProfile:
     if js.exists():
         docs = _concatenated_json(_read(js), str(js))
         qmp: dict = {}
-        for d in docs:
-            ident = d.get("id", "?")
+        for i, d in enumerate(docs):
+            if not isinstance(d, dict):
+                raise ProfileError(f"{js}: QMP reply {i} is not a JSON object")
+            ident = str(d.get("id", "?"))
             ret = d.get("return")
             if ident == "feature-words" and isinstance(ret, list):
                 try:

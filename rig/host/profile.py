@@ -24,6 +24,7 @@ from typing import Any
 
 from ..cpuid.table import CpuidFormatError, CpuidTable
 from ..errors import RigError
+from ..outfile import write_output
 
 FORMAT = "rig-host-profile/1"
 
@@ -126,10 +127,8 @@ class HostProfile:
         return json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n"
 
     def save(self, path: str | Path) -> None:
-        p = Path(path)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(self.dumps())
-        tmp.replace(p)
+        """Write the profile to ``path`` (``-``: standard output; devices and FIFOs in place): rig.outfile."""
+        write_output(path, self.dumps())
 
     @classmethod
     def from_json(cls, d: Any, where: str = "profile") -> HostProfile:
@@ -140,41 +139,51 @@ class HostProfile:
                 f"{where}: not a host profile (format {d.get('format')!r}, expected {FORMAT!r})",
                 hint="create one with `rig host capture` or `rig host import`",
             )
+        f = _Fields(where)
         try:
             raw = CpuidTable.from_json(d["raw"], f"{where}: raw")
-            k = d.get("kernel") or {}
+            k = f.obj(d, "kernel")
             kernel = KernelInfo(
-                release=k.get("release"),
-                flags=list(k.get("flags", [])),
-                bugs=list(k.get("bugs", [])),
-                assumed=bool(k.get("assumed", False)),
-                assumed_reasons=dict(k.get("assumed_reasons", {})),
-                cmdline=k.get("cmdline"),
+                release=f.opt_str(k, "kernel.release"),
+                flags=f.str_list(k, "kernel.flags"),
+                bugs=f.str_list(k, "kernel.bugs"),
+                assumed=f.boolean(k, "kernel.assumed"),
+                assumed_reasons=f.str_map(k, "kernel.assumed_reasons"),
+                cmdline=f.opt_str(k, "kernel.cmdline"),
             )
-            v = d.get("kvm") or {}
+            v = f.obj(d, "kvm")
+            modules = []
+            for i, m in enumerate(f.list(v, "kvm.modules")):
+                m = f.item(m, f"kvm.modules[{i}]")
+                modules.append(KvmModule(f.string(m, f"kvm.modules[{i}].name"), f.str_map(m, f"kvm.modules[{i}].params")))
             kvm = KvmInfo(
-                device=v.get("device", "/dev/kvm"),
-                api_version=v.get("api_version"),
-                error=v.get("error"),
-                vendor_module=v.get("vendor_module"),
-                modules=[KvmModule(m["name"], dict(m.get("params", {}))) for m in v.get("modules", [])],
+                device=f.opt_str(v, "kvm.device") or "/dev/kvm",
+                api_version=f.opt_int(v, "kvm.api_version"),
+                error=f.opt_str(v, "kvm.error"),
+                vendor_module=f.opt_str(v, "kvm.vendor_module"),
+                modules=modules,
                 supported=CpuidTable.from_json(v["supported"], f"{where}: kvm.supported") if v.get("supported") else None,
                 emulated=CpuidTable.from_json(v["emulated"], f"{where}: kvm.emulated") if v.get("emulated") else None,
-                supported_entries=v.get("supported_entries"),
-                emulated_entries=v.get("emulated_entries"),
+                supported_entries=f.entries(v, "kvm.supported_entries"),
+                emulated_entries=f.entries(v, "kvm.emulated_entries"),
             )
-            qemu = [QemuBinary(q["path"], q.get("version"), q.get("error")) for q in d.get("qemu", [])]
+            qemu = []
+            for i, q in enumerate(f.list(d, "qemu")):
+                q = f.item(q, f"qemu[{i}]")
+                qemu.append(QemuBinary(f.string(q, f"qemu[{i}].path"), f.opt_str(q, f"qemu[{i}].version"),
+                                       f.opt_str(q, f"qemu[{i}].error")))
+            top = {key: f.opt_str(d, key) for key in ("source", "name", "hostname", "captured_at", "microcode",
+                                                        "model_name")}
+            missing, notes = f.str_list(d, "missing"), f.obj(d, "notes")
         except KeyError as e:
             raise ProfileError(f"{where}: malformed host profile: missing {e.args[0]!r}") from None
         except (TypeError, AttributeError) as e:
             raise ProfileError(f"{where}: malformed host profile: {e}") from None
         except CpuidFormatError as e:
             raise ProfileError(str(e)) from None
-        return cls(
-            raw=raw, kernel=kernel, kvm=kvm, qemu=qemu, source=d.get("source", "capture"), name=d.get("name"),
-            hostname=d.get("hostname"), captured_at=d.get("captured_at"), microcode=d.get("microcode"),
-            model_name=d.get("model_name"), missing=list(d.get("missing", [])), notes=dict(d.get("notes", {})),
-        )
+        return cls(raw=raw, kernel=kernel, kvm=kvm, qemu=qemu, source=top["source"] or "capture", name=top["name"],
+                   hostname=top["hostname"], captured_at=top["captured_at"], microcode=top["microcode"],
+                   model_name=top["model_name"], missing=missing, notes=dict(notes))
 
     @classmethod
     def load(cls, path: str | Path) -> HostProfile:
@@ -183,8 +192,83 @@ class HostProfile:
             text = p.read_text()
         except OSError as e:
             raise ProfileError(f"{p}: cannot read: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ProfileError(f"{p}: not UTF-8 text (byte {e.start}): not a host profile") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ProfileError(f"{p}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
         return cls.from_json(data, str(p))
+
+
+class _Fields:
+    """Typed reads of a profile's JSON fields: a wrong type is a :class:`ProfileError` naming the key."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def _bad(self, key: str, expected: str, got: Any) -> ProfileError:
+        return ProfileError(f"{self.where}: {key}: expected {expected}, got {type(got).__name__} {got!r:.40}")
+
+    @staticmethod
+    def _leaf(key: str) -> str:
+        return key.rsplit(".", 1)[-1]
+
+    def item(self, v: Any, key: str) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise self._bad(key, "an object", v)
+        return v
+
+    def obj(self, d: dict[str, Any], key: str) -> dict[str, Any]:
+        v = d.get(self._leaf(key))
+        return {} if v is None else self.item(v, key)
+
+    def list(self, d: dict[str, Any], key: str) -> list[Any]:
+        v = d.get(self._leaf(key))
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise self._bad(key, "a list", v)
+        return v
+
+    def string(self, d: dict[str, Any], key: str) -> str:
+        v = d[self._leaf(key)]
+        if not isinstance(v, str):
+            raise self._bad(key, "a string", v)
+        return v
+
+    def opt_str(self, d: dict[str, Any], key: str) -> str | None:
+        return None if d.get(self._leaf(key)) is None else self.string(d, key)
+
+    def opt_int(self, d: dict[str, Any], key: str) -> int | None:
+        v = d.get(self._leaf(key))
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise self._bad(key, "an integer", v)
+        return v
+
+    def boolean(self, d: dict[str, Any], key: str) -> bool:
+        v = d.get(self._leaf(key), False)
+        if not isinstance(v, bool):
+            raise self._bad(key, "true or false", v)
+        return v
+
+    def str_list(self, d: dict[str, Any], key: str) -> list[str]:
+        v = self.list(d, key)
+        if not all(isinstance(x, str) for x in v):
+            raise self._bad(key, "a list of strings", v)
+        return list(v)
+
+    def str_map(self, d: dict[str, Any], key: str) -> dict[str, str]:
+        v = self.obj(d, key)
+        if not all(isinstance(x, str) for x in v.values()):
+            raise self._bad(key, "an object of strings", v)
+        return dict(v)
+
+    def entries(self, d: dict[str, Any], key: str) -> list[list[int]] | None:
+        v = d.get(self._leaf(key))
+        if v is None:
+            return None
+        if not isinstance(v, list) or not all(
+                isinstance(row, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in row) for row in v):
+            raise self._bad(key, "a list of [function, index, flags, eax, ebx, ecx, edx] rows", v)
+        return v

@@ -200,6 +200,8 @@ def _read_toml(path: Path) -> dict:
         text = path.read_text()
     except OSError as e:
         raise MatrixError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise MatrixError(f"{path}: not UTF-8 text (byte {e.start}): not a TOML file") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -20,12 +20,15 @@ class SelectError(RigError):
     pass
 
 
+#: deeper parentheses in -k are refused (Python's recursion limit would otherwise end the parse)
+MAX_NESTING = 100
 _TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
 
 
 def parse_k(expr: str) -> Callable[[Case], bool]:
     tokens = [m.group(1) for m in _TOKEN.finditer(expr)]
     pos = 0
+    depth = [0]
 
     def peek() -> str | None:
         return tokens[pos] if pos < len(tokens) else None
@@ -53,11 +56,12 @@ def parse_k(expr: str) -> Callable[[Case], bool]:
         return left
 
     def p_not() -> Callable[[Case], bool]:
-        if peek() == "not":
+        negate = False
+        while peek() == "not":  # a loop: "not not ... x" must not recurse once per word
             take()
-            inner = p_not()
-            return lambda c: not inner(c)
-        return p_atom()
+            negate = not negate
+        inner = p_atom()
+        return (lambda c: not inner(c)) if negate else inner
 
     def p_atom() -> Callable[[Case], bool]:
         t = peek()
@@ -65,7 +69,11 @@ def parse_k(expr: str) -> Callable[[Case], bool]:
             raise SelectError(f"-k {expr!r}: expression ends early (expected a word or '(')")
         if t == "(":
             take()
+            depth[0] += 1
+            if depth[0] > MAX_NESTING:
+                raise SelectError(f"-k {expr[:40]!r}...: parentheses nested too deeply (more than {MAX_NESTING})")
             inner = p_or()
+            depth[0] -= 1
             if peek() != ")":
                 raise SelectError(f"-k {expr!r}: missing ')'")
             take()

@@ -57,12 +57,29 @@ def _known_json() -> dict[str, Any]:
 
 def known_differences(data: dict[str, Any] | None = None) -> list[Known]:
     d = data if data is not None else _known_json()
-    if d.get("format") != KNOWN_FORMAT:
-        raise PolicyError(f"known-differences: format {d.get('format')!r}, expected {KNOWN_FORMAT!r}")
+    if not isinstance(d, dict) or d.get("format") != KNOWN_FORMAT:
+        fmt = d.get("format") if isinstance(d, dict) else None
+        raise PolicyError(f"known-differences: format {fmt!r}, expected {KNOWN_FORMAT!r}")
+    rows = d.get("entries", [])
+    if not isinstance(rows, list):
+        raise PolicyError("known-differences: 'entries' must be a list")
     out = []
-    for e in d.get("entries", []):
-        out.append(Known(e["id"], e.get("feature"), e.get("location"), tuple(e.get("kernels", [])),
-                         tuple(e.get("sources", [])), e["reason"], e["src"]))
+    for i, e in enumerate(rows):
+        where = f"known-differences: entries[{i}]"
+        if not isinstance(e, dict):
+            raise PolicyError(f"{where}: not an object")
+        for key in ("id", "reason", "src"):
+            if not isinstance(e.get(key), str):
+                raise PolicyError(f"{where}: {key!r} must be a string")
+        for key in ("feature", "location"):
+            if not isinstance(e.get(key), str | None):
+                raise PolicyError(f"{where}: {key!r} must be a string")
+        lists = {key: e.get(key, []) for key in ("kernels", "sources")}
+        for key, v in lists.items():
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise PolicyError(f"{where}: {key!r} must be a list of strings")
+        out.append(Known(e["id"], e.get("feature"), e.get("location"), tuple(lists["kernels"]),
+                         tuple(lists["sources"]), e["reason"], e["src"]))
     return out
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..host.profile import HostProfile
+from ..outfile import describe, write_output
 from . import check as check_mod
 from . import diff as diff_mod
 from . import explain as explain_mod
@@ -79,9 +80,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     p = import_tree(Path(args.tree))
     text = p.dumps()
     if args.output:
-        Path(args.output).write_text(text)
-        print(f"policy linux-{p.version} (kernel {p.source.get('kernel_version')}, {p.era}) written to {args.output}",
-              file=sys.stderr)
+        write_output(args.output, text)
+        print(f"policy linux-{p.version} (kernel {p.source.get('kernel_version')}, {p.era}) written to "
+              f"{describe(args.output)}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
@@ -92,8 +93,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     p, why = _load(_kernel(args, prof))
     pred = predict_supported(prof, p, _params(args.param))
     if args.output:
-        Path(args.output).write_text(pred.table.dumps())
-        print(f"predicted KVM_GET_SUPPORTED_CPUID ({why}) written to {args.output}", file=sys.stderr)
+        write_output(args.output, pred.table.dumps())
+        print(f"predicted KVM_GET_SUPPORTED_CPUID ({why}) written to {describe(args.output)}", file=sys.stderr)
     else:
         sys.stdout.write(pred.table.format_text() + "\n")
     return 0
@@ -175,7 +176,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.set_defaults(func=cmd_fetch)
     x = ps.add_parser("import", help="generate a policy file from a kernel source tree")
     x.add_argument("tree", metavar="KERNEL_SRC_DIR")
-    x.add_argument("-o", "--output", metavar="FILE")
+    x.add_argument("-o", "--output", metavar="FILE", help="write the policy here (- for standard output; "
+                   "default: standard output)")
     x.set_defaults(func=cmd_import)
 
     def common(x: argparse.ArgumentParser, profile_required: bool = True) -> None:
@@ -186,7 +188,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     x = ps.add_parser("predict", help="predicted KVM_GET_SUPPORTED_CPUID for a profile")
     common(x)
     x.add_argument("--kernel", metavar="VER", help="kernel version (default: the profile's)")
-    x.add_argument("-o", "--output", metavar="FILE", help="write the table as JSON")
+    x.add_argument("-o", "--output", metavar="FILE", help="write the table as JSON (- for standard output)")
     x.set_defaults(func=cmd_predict)
     x = ps.add_parser("explain", help="one bit's journey layer by layer, with kernel source locations")
     x.add_argument("feature", metavar="FEATURE", help="X86_FEATURE name, /proc/cpuinfo name, or LEAF.SUB.REG[BIT]")

@@ -21,9 +21,12 @@ Vocabulary (kernel names, see arch/x86/kvm/cpuid.c):
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cpuid.table import REGISTERS
 from ..errors import RigError
 from . import cond
 
@@ -280,7 +283,7 @@ def policy_from_json(d: dict[str, Any], where: str) -> Policy:
             v: [Step.from_json(s, f"{where}: vendors.{v}[{i}]") for i, s in enumerate(steps)]
             for v, steps in d.get("vendors", {}).items()
         }
-        return Policy(
+        pol = Policy(
             version=str(d["version"]), era=d["era"], synthesized=d.get("synthesized"), source=dict(d.get("source", {})),
             words=words, features=features, bugs=bugs, scattered=scattered, common=common,
             common_function=d.get("common_function", "kvm_set_cpu_caps"), vendors=vendors,
@@ -291,14 +294,27 @@ def policy_from_json(d: dict[str, Any], where: str) -> Policy:
         )
     except KeyError as e:
         raise PolicyError(f"{where}: malformed policy: missing {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, AttributeError, IndexError) as e:
         raise PolicyError(f"{where}: malformed policy: {e}") from None
+    validate(pol, where)
+    return pol
 
 
 def apply_overlay(p: Policy, o: dict[str, Any], where: str) -> None:
     """Merge a hand-written overlay (variables, expressions, leaf extras, notes)."""
-    if o.get("format") != OVERLAY_FORMAT:
+    if not isinstance(o, dict) or o.get("format") != OVERLAY_FORMAT:
+        o = o if isinstance(o, dict) else {}
         raise PolicyError(f"{where}: not a policy overlay (format {o.get('format')!r}, expected {OVERLAY_FORMAT!r})")
+    try:
+        _merge_overlay(p, o, where)
+    except KeyError as e:
+        raise PolicyError(f"{where}: malformed policy overlay: missing {e.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise PolicyError(f"{where}: malformed policy overlay: {e}") from None
+    validate(p, where)
+
+
+def _merge_overlay(p: Policy, o: dict[str, Any], where: str) -> None:
     for name, v in o.get("variables", {}).items():
         if name in p.variables and not v.get("value"):
             old = p.variables[name]
@@ -317,3 +333,84 @@ def apply_overlay(p: Policy, o: dict[str, Any], where: str) -> None:
     for k, v in o.get("leaves", {}).items():
         p.leaves[k] = v
     p.notes.extend(o.get("notes", []))
+
+
+# -- types at the edge: a policy file that parses as JSON but holds a wrong type fails here, in one line ----------
+
+_HEX = re.compile(r"^0[xX][0-9a-fA-F]+$")
+#: leaves: key -> (check, what it must be); keys not listed are kept unchecked (no rule reads them)
+_LEAF_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{k: ((lambda v: _is_int(v) and 0 <= v <= 0xFFFFFFFF), "a 32-bit integer") for k in (
+        "max_basic", "leaf7_max_subleaf", "max_extended", "ext_raise_min", "ext_raise_to", "leaf1e_max_subleaf",
+        "leaf24_max_subleaf", "avx10_version_max", "pmu_version_max", "pmu_max_gp", "pmu_max_fixed")},
+    **{k: ((lambda v: isinstance(v, str) and bool(_HEX.match(v))), "a hex string such as \"0x602ff\"") for k in (
+        "xcr0_mask", "xss_mask", "kernel_xfeatures")},
+    **{k: ((lambda v: isinstance(v, str)), "a string") for k in ("src", "ext7_edx", "ext21_ebx", "xtile_filter")},
+    "g_phys_as": ((lambda v: isinstance(v, bool)), "true or false"),
+    "cases": ((lambda v: isinstance(v, list) and all(isinstance(x, str) and _HEX.match(x) for x in v)),
+              "a list of hex leaf strings"),
+    "override_words": ((lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)), "a list of word names"),
+    "xfeature_needs": ((lambda v: isinstance(v, dict) and all(
+        k.isdigit() and int(k) < 64 and isinstance(x, str) for k, x in v.items())),
+        "an object of xfeature bit (0-63) to feature name"),
+    "xcr0_vendor_clear": ((lambda v: isinstance(v, dict) and all(
+        isinstance(x, dict) and isinstance(x.get("mask"), str) and _HEX.match(x["mask"])
+        and isinstance(x.get("if"), str | None) and isinstance(x.get("src"), str) for x in v.values())),
+        "an object of vendor to {mask, if, src}"),
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _opt_str(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def validate(p: Policy, where: str) -> None:
+    """Every field the evaluator reads has the type it expects; else :class:`PolicyError` naming the field."""
+    def need(ok: bool, what: str, expected: str) -> None:
+        if not ok:
+            raise PolicyError(f"{where}: malformed policy: {what} must be {expected}")
+
+    need(p.era in ("cap_init", "cap_mask"), "era", '"cap_init" or "cap_mask"')
+    need(p.synthesized in (None, "fixed", "prefix"), "synthesized", 'null, "fixed" or "prefix"')
+    need(isinstance(p.cpuinfo_rule, str), "cpuinfo_rule", "a string")
+    need(isinstance(p.common_function, str), "common_function", "a string")
+    for n, w in p.words.items():
+        need(w.reg is None or w.reg in REGISTERS, f"words.{n}.reg", "null or one of eax, ebx, ecx, edx")
+        need(w.leaf is None or 0 <= w.leaf <= 0xFFFFFFFF, f"words.{n}.leaf", "null or a 32-bit leaf")
+        need(0 <= w.subleaf <= 0xFFFFFFFF, f"words.{n}.subleaf", "a 32-bit subleaf")
+    for n, f in p.features.items():
+        need(isinstance(f.word, str) and isinstance(f.kvm_word, str | None), f"features.{n}.word", "a word name")
+        need(0 <= f.bit < 32 and (f.kvm_bit is None or _is_int(f.kvm_bit) and 0 <= f.kvm_bit < 32),
+             f"features.{n}.bit", "a bit number 0-31")
+        need(_opt_str(f.cpuinfo), f"features.{n}.cpuinfo", "null or a string")
+    for n, b in p.bugs.items():
+        need(0 <= b.bit and _opt_str(b.cpuinfo), f"bugs.{n}", "{bit >= 0, cpuinfo: null or a string}")
+    for i, sc in enumerate(p.scattered):
+        need(isinstance(sc.feature, str) and sc.reg in REGISTERS and 0 <= sc.bit < 32
+             and 0 <= sc.leaf <= 0xFFFFFFFF and 0 <= sc.subleaf <= 0xFFFFFFFF,
+             f"scattered[{i}]", "[feature, leaf, subleaf, register, bit 0-31]")
+    for where_steps, steps in (("common", p.common), *((f"vendors.{v}", s) for v, s in p.vendors.items())):
+        for i, st in enumerate(steps):
+            need(all(_opt_str(x) for x in (st.word, st.feature, st.cond, st.function, st.note)),
+                 f"{where_steps}[{i}]", "a step whose word, feature, if, function and note are strings")
+    need(all(isinstance(k, str) and _is_int(v) and 0 <= v < 32 for k, v in p.kvm_features.items()),
+         "kvm_features", "an object of name to bit 0-31")
+    need(all(isinstance(v, str) for v in p.kvm_features_conditional.values()),
+         "kvm_features_conditional", "an object of name to condition string")
+    need(all(isinstance(g, dict) and all(isinstance(x, dict) and all(_opt_str(y) for y in x.values())
+                                         for x in g.values()) for g in p.module_params.values()),
+         "module_params", "an object of group to variable to {module, param, default, src} strings")
+    for k, (ok, expected) in _LEAF_KEYS.items():
+        if k in p.leaves:
+            need(ok(p.leaves[k]), f"leaves.{k}", expected)
+    for n, v in p.variables.items():
+        need(all(_opt_str(x) for x in (v.module, v.param, v.default, v.requires, v.value, v.src, v.note)),
+             f"variables.{n}", "an object of strings")
+    for t, e in p.expressions.items():
+        need(all(isinstance(e.get(x), str) for x in ("means", "src", "note")), f"expressions[{t!r}]",
+             "{means, src, note} strings")
+    need(isinstance(p.notes, list) and all(isinstance(x, str) for x in p.notes), "notes", "a list of strings")

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .model import FORMAT, Policy, PolicyError, apply_overlay, policy_from_json
+from .model import FORMAT, Policy, PolicyError, apply_overlay, policy_from_json, validate
 
 VARIANT_FORMAT = "rig-kvm-policy-variant/1"
 
@@ -32,11 +32,12 @@ def data_dir() -> Path:
     return Path(str(resources.files("rig.policy").joinpath("data")))
 
 
-def version_key(text: str) -> tuple[int, ...]:
+def version_key(text: str, where: Path | None = None) -> tuple[int, ...]:
     """(major, minor, patch, rc) ordering; ``7.0-rc2`` < ``7.0``."""
-    m = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?(?:-rc(\d+))?", text.strip())
+    m = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?(?:-rc(\d+))?", text.strip(), re.ASCII)
     if not m:
-        raise PolicyError(f"kernel version {text!r} not understood (expected e.g. 6.12, 6.12.57, 7.0-rc2)")
+        raise PolicyError(f"{where}: " * (where is not None)
+                          + f"kernel version {text!r} not understood (expected e.g. 6.12, 6.12.57, 7.0-rc2)")
     major, minor, patch, rc = m.groups()
     return (int(major), int(minor), int(patch or 0), int(rc) if rc else 10_000)
 
@@ -53,11 +54,16 @@ class Entry:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except OSError as e:
         raise PolicyError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise PolicyError(f"{path}: not UTF-8 text (byte {e.start}): not a policy file") from None
     except json.JSONDecodeError as e:
         raise PolicyError(f"{path}: not JSON: {e.msg} at line {e.lineno}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{path}: not a policy file (top level is not an object)")
+    return data
 
 
 def entries() -> list[Entry]:
@@ -68,13 +74,17 @@ def entries() -> list[Entry]:
         d = _read(p)
         name = p.name.removeprefix("linux-").removesuffix(".json")
         if d.get("format") == VARIANT_FORMAT:
-            lo, hi = d["range"]
-            out.append(Entry(name, p, "variant", version_key(lo), (version_key(lo), version_key(hi)),
-                             d.get("description", "")))
+            rng, desc = d.get("range"), d.get("description", "")
+            if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, str) for x in rng)):
+                raise PolicyError(f"{p}: variant 'range' must be [FIRST, LAST] kernel versions, got {rng!r:.60}")
+            if not isinstance(desc, str) or not isinstance(d.get("variant_of"), str):
+                raise PolicyError(f"{p}: variant needs 'variant_of' (a policy name) and a 'description' string")
+            lo, hi = rng
+            out.append(Entry(name, p, "variant", version_key(lo, p), (version_key(lo, p), version_key(hi, p)), desc))
         elif d.get("format") == FORMAT:
-            out.append(Entry(name, p, "imported", version_key(name),
-                             description=f"imported from {d.get('source', {}).get('package', '?')} "
-                                         f"{d.get('source', {}).get('package_version', '')}".strip()))
+            src = d.get("source") if isinstance(d.get("source"), dict) else {}
+            out.append(Entry(name, p, "imported", version_key(name, p),
+                             description=f"imported from {src.get('package', '?')} {src.get('package_version', '')}".strip()))
     return sorted(out, key=lambda e: (e.key, e.kind))
 
 
@@ -106,24 +116,37 @@ def _load_entry(name: str, path: str) -> Policy:
     p = Path(path)
     d = _read(p)
     if d.get("format") == VARIANT_FORMAT:
-        base = load_policy(d["variant_of"])
+        base_entry = {x.name: x for x in entries()}.get(d["variant_of"])
+        if base_entry is None or base_entry.kind != "imported":  # a variant of a variant could loop
+            raise PolicyError(f"{p}: variant_of {d['variant_of']!r} does not name an imported policy",
+                              hint="see `rig policy list`")
+        base = _load_entry(base_entry.name, str(base_entry.path))
         pol = policy_from_json(_base_json(base, d["variant_of"]), str(p))
         pol.variables = dict(base.variables)
         pol.expressions = dict(base.expressions)
         pol.notes = list(base.notes)
         pol.version = name
-        for k, v in d.get("set", {}).items():
+        changes = d.get("set", {})
+        if not isinstance(changes, dict):
+            raise PolicyError(f"{p}: variant 'set' must be an object")
+        for k, v in changes.items():
             if k not in ("synthesized", "leaves"):
                 raise PolicyError(f"{p}: variant may only set 'synthesized' or 'leaves', not {k!r}")
             if k == "synthesized":
                 pol.synthesized = v
-            else:
+            elif isinstance(v, dict):
                 pol.leaves.update(v)
+            else:
+                raise PolicyError(f"{p}: variant set.leaves must be an object")
         pol.hand_written = True
         pol.variant_of = d["variant_of"]
         pol.description = d.get("description", "")
-        pol.commits = dict(d.get("commits", {}))
-        pol.notes.extend(d.get("notes", []))
+        try:
+            pol.commits = {str(k): str(v) for k, v in d.get("commits", {}).items()}
+            pol.notes.extend(d.get("notes", []))
+        except (TypeError, AttributeError, ValueError) as e:
+            raise PolicyError(f"{p}: malformed variant: {e}") from None
+        validate(pol, str(p))
         return pol
     pol = policy_from_json(d, str(p))
     apply_overlays(pol, p)

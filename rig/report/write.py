@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..outfile import output_directory, write_output
 from ..run.result import CaseResult
 from ..run.rundir import RunDir
 from .history_access import previous_run
@@ -25,12 +26,6 @@ class ReportPaths:
     junit: Path
     html: Path
     tap: Path | None = None
-
-
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def json_report(results: list[CaseResult], *, matrix: str, info: dict) -> dict:
@@ -68,7 +63,7 @@ def _write_chunks(out: Path, chunks: list[dict]) -> None:
         return
     d.mkdir(exist_ok=True)
     for n, chunk in enumerate(chunks):
-        _atomic(d / f"{n}.js", chunk_js(n, chunk).encode())
+        write_output(d / f"{n}.js", chunk_js(n, chunk).encode())
 
 
 def write_reports(run: RunDir, results: list[CaseResult] | None = None, *, out: Path | None = None,
@@ -78,16 +73,15 @@ def write_reports(run: RunDir, results: list[CaseResult] | None = None, *, out: 
     results = run.results() if results is None else results
     info = run.read_info()
     matrix = info.get("matrix_name", "matrix")
-    out = out or run.path
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_directory(out or run.path)
     paths = ReportPaths(out / "report.json", out / "junit.xml", out / "report.html", out / "results.tap")
     rows = [r.to_json() for r in results]
-    _atomic(paths.json, (json.dumps(json_report(results, matrix=matrix, info=info), indent=1) + "\n").encode())
-    _atomic(paths.junit, junit_xml(results, matrix=matrix, run_dir=run.path))
-    _atomic(out / "results.tap", tap_report(rows, matrix=matrix, run_dir=run.path).encode())
+    write_output(paths.json, (json.dumps(json_report(results, matrix=matrix, info=info), indent=1) + "\n").encode())
+    write_output(paths.junit, junit_xml(results, matrix=matrix, run_dir=run.path))
+    write_output(paths.tap, tap_report(rows, matrix=matrix, run_dir=run.path).encode())
     prev = previous_run(run.path, info, history)
     page, chunks = render_report(rows, matrix=matrix, run_dir=str(run.path), info=info, views=_views_reader(run.path),
                                  previous=prev, inline_budget=inline_details)
     _write_chunks(out, chunks)
-    _atomic(paths.html, page.encode())
+    write_output(paths.html, page.encode())
     return paths

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import RigError
 from ..images.cache import cache_root
+from ..outfile import output_directory, write_output
 from ..qemu.cmdline import DEBUG_EXIT_IOBASE, DEBUG_EXIT_IOSIZE, EXIT_PROBE_OK
 from .result import CaseResult
 from .rundir import RunDir
@@ -204,16 +205,16 @@ def write_repro(run: RunDir, case_id: str, out: Path | None = None) -> Repro:
             if rec.get("execute") == "query-cpus-fast" and rec.get("return"):
                 cpu_path = rec["return"][0]["qom-path"]
                 break
-    d = out or Path.cwd() / f"repro-{r.id}"
-    d.mkdir(parents=True, exist_ok=True)
+    d = output_directory(out or Path.cwd() / f"repro-{r.id}")
     image = d / src.name
     shutil.copyfile(src, image)
     if initrd is not None:
         shutil.copyfile(initrd, d / initrd.name)
     script = d / "repro.sh"
     expect = (0, "the linux guest's init reported and ended QEMU") if guest == "linux" else (EXIT_PROBE_OK, "probe finished")
-    script.write_text(_script(r, _rewrite(argv, src.name, initrd.name if initrd else None), cpu_path, argv[0], *expect))
-    script.chmod(0o755)
+    write_output(script, _script(r, _rewrite(argv, src.name, initrd.name if initrd else None), cpu_path, argv[0], *expect))
+    if script.is_file():  # not a device or FIFO the user put there
+        script.chmod(0o755)
     readme = d / "README.txt"
-    readme.write_text(_readme(r, run.path))
+    write_output(readme, _readme(r, run.path))
     return Repro(d, script, readme, image)

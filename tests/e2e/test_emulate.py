@@ -173,3 +173,25 @@ def test_cli_emulate_bad_param_is_one_line_error():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.startswith("rig: error: KVM parameter 'bogus' is not MODULE.NAME=VALUE")
+
+
+def test_cli_emulate_output_into_character_device_keeps_it(tmp_path):
+    """`-o DEV`: the profile is written into the device, which stays a character device (issue 11: a rename
+    over /dev/null made it a regular file). The device has /dev/null's numbers (1, 3), made in tmp_path."""
+    import os
+    import stat
+
+    dev = tmp_path / "null"
+    try:
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("mknod of a character device needs root (CAP_MKNOD)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rig", "host", "emulate", "--cpu", "EPYC-Rome", "--kernel", "6.1", "-o", str(dev)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"profile written to {dev}" in proc.stdout
+    st = os.lstat(dev)
+    assert stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == (1, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]

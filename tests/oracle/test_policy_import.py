@@ -93,3 +93,24 @@ def test_cli_fetch_and_import_as_a_user_runs_them(source, tmp_path, capsys):
     assert main(["policy", "import", str(source.tree), "-o", str(dest)]) == 0
     committed = resources.files("rig.policy").joinpath(f"data/linux-{source.series}.json").read_text()
     assert dest.read_text() == committed
+
+
+@pytest.mark.parametrize("source", POLICY_SERIES[:1], indirect=True)  # the output path is the same for every series
+def test_cli_import_into_character_device_and_stdout(source, tmp_path, capsys):
+    """`rig policy import TREE -o DEV` writes into the device (it stays one); `-o -` prints the policy file."""
+    import os
+    import stat
+
+    from rig.cli import main
+
+    dev = tmp_path / "null"
+    try:
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers, in tmp_path
+    except PermissionError:
+        pytest.skip("mknod of a character device needs root (CAP_MKNOD)")
+    assert main(["policy", "import", str(source.tree), "-o", str(dev)]) == 0
+    assert stat.S_ISCHR(os.lstat(dev).st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["null"]
+    capsys.readouterr()
+    assert main(["policy", "import", str(source.tree), "-o", "-"]) == 0
+    committed = resources.files("rig.policy").joinpath(f"data/linux-{source.series}.json").read_text()
+    assert capsys.readouterr().out == committed
