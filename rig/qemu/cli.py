@@ -116,3 +116,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_predict)
     q.set_defaults(func=lambda a: (q.print_help(), 2)[1])
+    from ..images import qemu_cli
+
+    qemu_cli.register(sub)
