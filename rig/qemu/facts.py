@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from ..errors import RigError
@@ -106,6 +108,21 @@ class ModelDefFacts:
     vme: bool
 
 
+@dataclass(frozen=True)
+class MachineCompat:
+    """One versioned PC machine type's CPU compat properties (``machines-X.Y.toml``)."""
+
+    name: str
+    cpu_version: str                              # v1 | legacy
+    compat: tuple[tuple[str, str, str], ...]      # (driver, property, value) in application order
+    kvm_defaults: tuple[tuple[str, str], ...] = ()  # x86_cpu_change_kvm_default(prop, value); "" = removed
+
+    def for_model(self, model: str) -> list[tuple[str, str]]:
+        """The (property, value) pairs that reach a CPU of class ``model`` (``-cpu model``), in order."""
+        classes = {"x86_64-cpu", f"{model}-x86_64-cpu"} | ({"max-x86_64-cpu"} if model == "host" else set())
+        return [(p, v) for d, p, v in self.compat if d in classes]
+
+
 @dataclass
 class VersionData:
     series: str                   # the data's series, e.g. "7.2"
@@ -134,6 +151,12 @@ class VersionData:
     guest_rules: tuple[GuestRule, ...] = ()
     split_irqchip: tuple[str, ...] = ()
     kvm_vendor_from_host: bool = False
+    #: versioned PC machine types (machines-X.Y.toml) and the aliases pc/q35 -> the newest
+    machines: dict[str, MachineCompat] = field(default_factory=dict)
+    machine_aliases: dict[str, str] = field(default_factory=dict)
+    #: where the facts came from ("shipped" or the user store's path) and the behaviour rules' series
+    origin: str = "shipped"
+    behaviour_series: str = ""
     _props: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +173,41 @@ class VersionData:
     @property
     def approximate(self) -> bool:
         return self.series != self.requested
+
+    def approximations(self) -> list[str]:
+        """One sentence per input that is not this binary's own: what was used, how to get the exact one."""
+        out = []
+        if self.series != self.requested:
+            out.append(f"QEMU {self.requested} has no CPU-model facts: modelled with those of QEMU {self.series} "
+                       f"(the nearest older series); for exact predictions import the facts of the QEMU source tree "
+                       f"the binary was built from: rig qemu facts import QEMU_SOURCE_DIR")
+        if self.behaviour_series and self.behaviour_series != self.series:
+            out.append(f"QEMU {self.series}'s facts are imported but rig/qemu/data/behaviour.toml has no rules "
+                       f"for it: the hand-written behaviour rules of QEMU {self.behaviour_series} are used; add a "
+                       f'[version."{self.series}"] section for exact predictions')
+        return out
+
+    def machine_compat(self, machine: str) -> tuple[MachineCompat | None, str | None]:
+        """(compat properties of ``machine``, an approximation sentence or None).  Unversioned machines
+        (microvm, none) have none; ``pc``/``q35`` are the newest versioned type."""
+        name = machine.split(",")[0]
+        name = self.machine_aliases.get(name, name)
+        if not re.fullmatch(r"pc-(?:i440fx|q35)-\d+\.\d+(?:\.\d+)?", name):
+            return None, None
+        if name in self.machines:
+            return self.machines[name], None
+        if not self.machines:
+            return None, (f"machine {name}: QEMU {self.series} has no machine-type data: its CPU compat properties "
+                          f"are not modelled; generate them with python3 -m rig.qemu.machinefacts QEMU_SOURCE_DIR "
+                          f"{self.series} (or rig qemu facts import)")
+        newest = max(self.machines, key=_machine_key)
+        if _machine_key(name) > _machine_key(newest) and self.approximate:
+            return None, (f"machine {name} is newer than QEMU {self.series}'s newest ({newest}): assumed to have "
+                          f"no CPU compat properties; import this QEMU's facts for exact ones "
+                          f"(rig qemu facts import QEMU_SOURCE_DIR)")
+        raise QemuFactsError(f"QEMU {self.requested} has no machine type {name!r}",
+                             hint=f"versioned machine types of QEMU {self.series}: "
+                             f"{min(self.machines, key=_machine_key)} ... {newest}")
 
     def canonical(self, prop: str) -> str:
         """The canonical property name: aliases resolved, ``_`` -> ``-`` as QEMU's feat2prop does."""
@@ -192,6 +250,9 @@ class VersionData:
     def machine_version(self, machine: str) -> str:
         """``latest``, ``v1`` or ``legacy``: what an unversioned model name resolves to on ``machine``."""
         name = machine.split(",")[0]
+        name = self.machine_aliases.get(name, name)
+        if name in self.machines:
+            return self.machines[name].cpu_version
         for pat in self.machine_latest:
             if fnmatch.fnmatchcase(name, pat):
                 return "latest"
@@ -205,24 +266,69 @@ class VersionData:
                              hint="use microvm, pc, q35, pc-q35-X.Y, pc-i440fx-X.Y or none")
 
 
-def _read(name: str) -> dict[str, Any]:
+def _machine_key(name: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", name.rsplit("-", 1)[-1]))
+
+
+def user_store() -> Path:
+    """Where ``rig qemu facts import`` writes facts of series the rig does not ship
+    (``$RIG_QEMU_FACTS_DIR``, else ``<cache>/qemu-model-data``)."""
+    env = os.environ.get("RIG_QEMU_FACTS_DIR")
+    if env:
+        return Path(env)
+    from ..images.cache import cache_root
+
+    return cache_root() / "qemu-model-data"
+
+
+def _shipped(name: str) -> str | None:
     try:
-        text = resources.files("rig.qemu").joinpath(f"data/{name}").read_text()
+        return resources.files("rig.qemu").joinpath(f"data/{name}").read_text()
     except FileNotFoundError:
-        raise QemuFactsError(f"rig/qemu/data/{name} is missing", hint="reinstall the rig (pip install -e .)") from None
+        return None
+
+
+def _read(name: str, *, where: str = "shipped", optional: bool = False) -> dict[str, Any]:
+    """A data file: the shipped one (``where="shipped"``) or the user store's."""
+    if where == "shipped":
+        text, label = _shipped(name), f"rig/qemu/data/{name}"
+    else:
+        p = Path(where) / name
+        text, label = (p.read_text() if p.is_file() else None), str(p)
+    if text is None:
+        if optional:
+            return {}
+        raise QemuFactsError(f"{label} is missing", hint="reinstall the rig (pip install -e .)" if where == "shipped"
+                             else "import the facts again: rig qemu facts import QEMU_SOURCE_DIR")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise QemuFactsError(f"rig/qemu/data/{name}: not valid TOML: {e}") from None
+        raise QemuFactsError(f"{label}: not valid TOML: {e}") from None
 
 
 def available_series() -> list[tuple[int, int]]:
-    """The QEMU series with model data (``rig/qemu/data/qemu-X.Y.toml``), oldest first."""
-    return list(_available_series())
+    """The QEMU series with model data (shipped ``rig/qemu/data/qemu-X.Y.toml`` and the user store's), oldest first."""
+    return sorted(_series_origins(str(user_store())))
+
+
+def _series_origins(store: str) -> dict[tuple[int, int], str]:
+    """series -> "shipped" or the user store's path (shipped facts win over imported ones)."""
+    out = {s: store for s in _listed(Path(store))}
+    out.update({s: "shipped" for s in _shipped_series()})
+    return out
+
+
+def _listed(d: Path) -> list[tuple[int, int]]:
+    out = []
+    for p in d.iterdir() if d.is_dir() else ():
+        m = re.fullmatch(r"qemu-(\d+)\.(\d+)\.toml", p.name)
+        if m:
+            out.append((int(m.group(1)), int(m.group(2))))
+    return out
 
 
 @functools.cache
-def _available_series() -> tuple[tuple[int, int], ...]:
+def _shipped_series() -> tuple[tuple[int, int], ...]:
     out = []
     for p in resources.files("rig.qemu").joinpath("data").iterdir():
         m = re.fullmatch(r"qemu-(\d+)\.(\d+)\.toml", p.name)
@@ -241,11 +347,18 @@ def _series_of(version: str | tuple[int, ...]) -> tuple[int, int]:
 
 
 @cache
-def _load(series: tuple[int, int], requested: tuple[int, int]) -> VersionData:
+def _load(series: tuple[int, int], requested: tuple[int, int], where: str = "shipped") -> VersionData:
     key = f"{series[0]}.{series[1]}"
-    gen = _read(f"qemu-{key}.toml")
+    gen = _read(f"qemu-{key}.toml", where=where)
+    mgen = _read(f"machines-{key}.toml", where=where, optional=True)
     beh_all = _read("behaviour.toml")
-    beh = beh_all.get("version", {}).get(key)
+    sections = beh_all.get("version", {})
+    beh_key = key
+    if key not in sections and where != "shipped":
+        older = sorted((_series_of(k), k) for k in sections if _series_of(k) <= series)
+        if older:
+            beh_key = older[-1][1]
+    beh = sections.get(beh_key)
     if beh is None:
         raise QemuFactsError(f"rig/qemu/data/behaviour.toml has no [version.\"{key}\"] section")
     mach = beh_all.get("machine", {})
@@ -279,6 +392,10 @@ def _load(series: tuple[int, int], requested: tuple[int, int]) -> VersionData:
                                     g.get("why", ""), bool(g.get("tcg_only", False)), g.get("vendor"),
                                     tuple(g.get("modes", ()))) for g in beh.get("guest_rule", [])),
         split_irqchip=tuple(mach.get("split_irqchip", ())), kvm_vendor_from_host=bool(mach.get("kvm_vendor_from_host")),
+        machines={n: MachineCompat(n, m["cpu_version"], tuple(tuple(c) for c in m.get("compat", ())),  # type: ignore[misc]
+                                   tuple(tuple(k) for k in m.get("kvm_defaults", ())))  # type: ignore[misc]
+                  for n, m in mgen.get("machine", {}).items()},
+        machine_aliases=dict(mgen.get("alias", {})), origin=where, behaviour_series=beh_key,
     )
     guest_names = [n for g in vd.guest_rules for n in (*g.clear, *([g.unless] if g.unless else []))]
     for n in (*vd.always_on, *vd.tcg_default_props, *vd.kvm_default_props, *vd.unavailable, *guest_names):
@@ -293,12 +410,13 @@ def _load(series: tuple[int, int], requested: tuple[int, int]) -> VersionData:
 def version_data(version: str | tuple[int, ...]) -> VersionData:
     """Facts for a QEMU version (``"7.2.22"``, ``(10, 0, 2)``): nearest series not newer."""
     want = _series_of(version)
-    have = [s for s in available_series() if s <= want]
+    origins = _series_origins(str(user_store()))
+    have = [s for s in sorted(origins) if s <= want]
     if not have:
         oldest = available_series()[0] if available_series() else None
         raise QemuFactsError(
             f"no QEMU model data for QEMU {want[0]}.{want[1]} (oldest known: "
             f"{'.'.join(map(str, oldest)) if oldest else 'none'})",
-            hint="generate it with python3 -m rig.qemu.srcfacts SRC X.Y",
+            hint="import it from the QEMU source tree: rig qemu facts import QEMU_SOURCE_DIR",
         )
-    return _load(have[-1], want)
+    return _load(have[-1], want, origins[have[-1]])
