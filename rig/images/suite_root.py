@@ -51,10 +51,13 @@ class SuiteApt:
     root: Path
     uri: str
     suites: tuple[str, ...]
+    #: also list source packages (deb-src) of these suites
+    sources: bool = False
 
     @classmethod
-    def for_suites(cls, suites: Sequence[str]) -> SuiteApt:
-        return cls(cache_root() / "apt-roots" / "+".join(suites), _debian_uri(), tuple(suites))
+    def for_suites(cls, suites: Sequence[str], *, sources: bool = False) -> SuiteApt:
+        tag = "+".join(suites) + ("+src" if sources else "")
+        return cls(cache_root() / "apt-roots" / tag, _debian_uri(), tuple(suites), sources)
 
     def options(self) -> list[str]:
         return [
@@ -80,7 +83,8 @@ class SuiteApt:
         if not status.exists():
             status.write_text("")
         signed = f"[signed-by={KEYRING}] " if Path(KEYRING).exists() else ""
-        text = "".join(f"deb {signed}{self.uri} {s} main\n" for s in self.suites)
+        kinds = ("deb", "deb-src") if self.sources else ("deb",)
+        text = "".join(f"{k} {signed}{self.uri} {s} main\n" for s in self.suites for k in kinds)
         p = self.root / "sources.list"
         if not p.exists() or p.read_text() != text:
             p.write_text(text)
@@ -135,6 +139,29 @@ class SuiteApt:
         self._run(["-qq", "-y", "-t", target, "install", "--download-only", *packages],
                   "apt-get install --download-only")
         return sorted((self.root / "cache" / "archives").glob("*.deb"))
+
+
+    def source(self, package: str, version: str, dest: Path) -> Path:
+        """Download and unpack (``dpkg-source -x``, Debian patches applied) one source package version
+        into ``dest``; returns the source tree."""
+        if not self.sources:
+            raise SuiteRootError("this apt configuration lists no source packages (sources=False)")
+        self.update()
+        dest.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["apt-get", *self.options(), "-qq", "source", "--download-only", f"{package}={version}"],
+                              cwd=dest, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise SuiteRootError(f"apt-get source {package}={version} failed: {last}",
+                                 hint="the archive may not carry this source version any more")
+        dsc = sorted(dest.glob(f"{package}_*.dsc"))
+        if not dsc:
+            raise SuiteRootError(f"apt-get source {package}={version} left no .dsc in {dest}")
+        tree = dest / "src"
+        proc = subprocess.run(["dpkg-source", "-x", str(dsc[-1]), str(tree)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SuiteRootError(f"dpkg-source -x {dsc[-1].name} failed: {proc.stderr.strip()[-200:]}")
+        return tree
 
 
 def unpack(debs: Sequence[Path], root: Path, *, log: Callable[[str], None] | None = None) -> None:

@@ -94,6 +94,15 @@ class GuestRule:
 
 
 @dataclass(frozen=True)
+class VendorUnavailable:
+    """A feature QEMU never offers to a CPU of one vendor unless a (compat) property is on."""
+
+    feature: str
+    vendor: str
+    unless_prop: str | None = None
+
+
+@dataclass(frozen=True)
 class LevelRule:
     feature: str | None
     word: str | None
@@ -151,6 +160,7 @@ class VersionData:
     guest_rules: tuple[GuestRule, ...] = ()
     split_irqchip: tuple[str, ...] = ()
     kvm_vendor_from_host: bool = False
+    vendor_unavailable: tuple[VendorUnavailable, ...] = ()
     #: versioned PC machine types (machines-X.Y.toml) and the aliases pc/q35 -> the newest
     machines: dict[str, MachineCompat] = field(default_factory=dict)
     machine_aliases: dict[str, str] = field(default_factory=dict)
@@ -396,9 +406,13 @@ def _load(series: tuple[int, int], requested: tuple[int, int], where: str = "shi
                                    tuple(tuple(k) for k in m.get("kvm_defaults", ())))  # type: ignore[misc]
                   for n, m in mgen.get("machine", {}).items()},
         machine_aliases=dict(mgen.get("alias", {})), origin=where, behaviour_series=beh_key,
+        vendor_unavailable=tuple(VendorUnavailable(v["feature"], v["vendor"], v.get("unless_prop"))
+                                 for v in beh.get("vendor_unavailable", ())),
     )
     guest_names = [n for g in vd.guest_rules for n in (*g.clear, *([g.unless] if g.unless else []))]
-    for n in (*vd.always_on, *vd.tcg_default_props, *vd.kvm_default_props, *vd.unavailable, *guest_names):
+    vendor_names = [v.feature for v in vd.vendor_unavailable]
+    for n in (*vd.always_on, *vd.tcg_default_props, *vd.kvm_default_props, *vd.unavailable, *guest_names,
+              *vendor_names):
         if vd.feature(n) is None:
             raise QemuFactsError(f"rig/qemu/data/behaviour.toml [version.\"{key}\"]: {n!r} is not a feature of QEMU {key}")
     for w in (*vd.kvm_only_words, *vd.level_always, *vd.level_auto):

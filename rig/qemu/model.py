@@ -143,8 +143,10 @@ class QemuPrediction:
         final = self.table.value(w.leaf, w.subleaf or 0, w.reg) & mask
         filt = self.filtered.value(w.leaf, w.subleaf or 0, w.reg) & mask
         loc = f"{w.leaf:#x}.{w.subleaf or 0}.{w.reg.upper()}"
+        lines += [f"{'why':<13} {n}" for n in self.notes if n.startswith(f"{feature}:")]
         lines.append(f"{'configured':<13} {feature} = {int(bool(final))}  ({loc}; "
                      f"{'in filtered-features' if filt else 'not filtered'})")
+        lines += [f"{'approximate':<13} {a}" for a in self.approximations]
         del state
         here = None
         for ev in self.trace:
@@ -388,6 +390,8 @@ class _Build:
     expose_kvm: bool = True
     full_auto_level: bool = True
     intel_pt_auto_level: bool = True
+    #: other CPU properties set by the machine's compat properties or -cpu (x-arch-cap-always-on ...), in order
+    xprops: dict[str, str] = field(default_factory=dict)
     other_versions: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
@@ -538,6 +542,8 @@ def _machine_compat(b: _Build, compat: MachineCompat | None) -> None:
             b.notes.append(detail)
         elif data.feature(prop) is not None:
             _set(b.feats, data, prop, bool_value_str(value), b.user, b.trace, "compat", detail)
+        else:
+            b.xprops[prop] = value
 
 
 def _cpu_flags(b: _Build) -> None:
@@ -561,6 +567,8 @@ def _cpu_flags(b: _Build) -> None:
                     b.expose_kvm = bool_value_str(value)
                 elif name == "vendor":
                     b.vendor = value
+                elif any(v.unless_prop == name for v in data.vendor_unavailable):
+                    b.xprops[name] = value
                 else:
                     b.notes.append(f"{name}={value}: not a CPUID feature word property (not modelled)")
                 continue
@@ -586,7 +594,9 @@ def _supported_words(b: _Build, supported: CpuidTable | None, host_raw: CpuidTab
     else:
         assert supported is not None
         supp = _kvm_supported(data, supported, host_raw, b.irqchip, b.notes)
-        if data.kvm_vendor_from_host and not b.is_max and not any(
+        if b.is_max:
+            b.vendor = supported.vendor  # host/max take the host's vendor at instance init
+        elif data.kvm_vendor_from_host and not any(
                 f.name == "vendor" and f.syntax == "=" for f in b.line.flags):
             host_vendor = (host_raw.vendor if host_raw is not None else None) or supported.vendor
             if host_vendor:
@@ -599,19 +609,43 @@ def _supported_words(b: _Build, supported: CpuidTable | None, host_raw: CpuidTab
     return supp
 
 
+def _user_props(b: _Build) -> set[str]:
+    return {f.name for f in b.line.flags}
+
+
+def _vendor_unavailable(b: _Build) -> dict[str, int]:
+    """Features x86_cpu_get_supported_feature_word(cpu, w) withholds from this CPU's vendor (only where QEMU
+    passes the CPU: max/host expansion; filtering asks without one)."""
+    out: dict[str, int] = {}
+    for v in b.data.vendor_unavailable:
+        if b.vendor != v.vendor:
+            continue
+        value = b.xprops.get(v.unless_prop, "off") if v.unless_prop else "off"
+        w, m = b.data.feature(v.feature)  # type: ignore[misc]
+        if bool_value_str(value):
+            b.notes.append(f"{v.feature}: offered to {v.vendor} CPUs only because {v.unless_prop}={value}"
+                           f"{' (a compat property of the machine type)' if v.unless_prop not in _user_props(b) else ''}")
+            continue
+        out[w] = out.get(w, 0) | m
+        b.trace.append(TraceEvent("vendor", w, m, 0, f"QEMU {b.data.series} does not offer {v.feature} to a {v.vendor} "
+                                  f"CPU (x86_cpu_get_supported_feature_word) unless {v.unless_prop}=on; this machine "
+                                  f"type leaves it off (machine types 10.0 and older set it: pc_compat_10_0)"))
+    return out
+
+
 def _expand_max(b: _Build, supp: Mapping[str, int], supported: CpuidTable | None) -> None:
     """x86_cpu_expand_features: max/host add every supported (migratable) feature the user did not set."""
+    withheld = _vendor_unavailable(b) if b.accel == "kvm" else {}
     for w in b.data.words.values():
         if b.accel == "tcg":
             continue  # the TCG facts' expansion of max already is tcg & migratable & ~no_autoenable
-        add = supp[w.name] & w.migratable_mask() & ~b.user[w.name] & ~w.no_autoenable
+        add = supp[w.name] & ~withheld.get(w.name, 0) & w.migratable_mask() & ~b.user[w.name] & ~w.no_autoenable
         b.feats[w.name] |= add
         if add:
             b.trace.append(TraceEvent("max", w.name, add, 1, "max/host: every supported feature not set by the user"))
     if b.accel == "kvm" and supported is not None:
         b.levels["min-level"] = supported.value(0, 0, "eax")
         b.levels["min-xlevel"] = supported.value(0x80000000, 0, "eax")
-        b.vendor = supported.vendor
 
 
 def _dependencies(b: _Build) -> None:
