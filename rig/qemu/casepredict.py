@@ -88,6 +88,18 @@ def kvm_inputs(host: str) -> tuple[CpuidTable, CpuidTable | None]:
                               "(it passes L1's measured KVM_GET_SUPPORTED_CPUID to rig.qemu.model.predict_guest)")
 
 
+def case_approximations(case: Any) -> list[str]:
+    """What any prediction of ``case`` rests on that is not its own input (the facts of another QEMU series),
+    also when the model cannot predict the case at all (e.g. a feature the nearest series lacks)."""
+    from .facts import version_data
+
+    try:
+        binary, _ = _facts_for(case.qemu)
+        return version_data(binary.version).approximations()
+    except RigError:
+        return []
+
+
 def predict_case_full(case: Any) -> QemuPrediction:
     """The whole prediction (table, filtered, levels, notes) for a ``rig.matrix.model.Case``."""
     _binary, facts = _facts_for(case.qemu)
