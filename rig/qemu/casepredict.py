@@ -1,7 +1,8 @@
 """Predictions for matrix cases: where the model's inputs come from, per host kind.
 
-:func:`predict_case` (re-exported as ``rig.qemu.model.predict_case``; the run
-driver calls it per case) resolves, once per process:
+:func:`predict_case_full` (the run's predictor, :mod:`rig.run.predict`, calls it per
+case; :func:`predict_case` and :func:`predict_case_views` are its table views)
+resolves, once per process:
 
 * the QEMU binary's facts (``rig.qemu.binaries.gather_facts``, cached on disk
   and in memory);

@@ -28,7 +28,9 @@ The steps, in QEMU's order (``x86_cpu_initfn`` … ``x86_cpu_realizefn``):
    no clflushopt (Skylake-Server-v2 turned it off and later versions keep it
    off) while ``-M q35`` has it (v1); 7.0.EBX 011803A9 vs 019803A9 under TCG;
 2. accelerator default properties (TCG: ``vme=off``; KVM: kvmclock & co.,
-   ``x2apic=on``, ``acpi/monitor/svm=off``);
+   ``x2apic=on``, ``acpi/monitor/svm=off``), then the versioned machine type's
+   CPU compat properties (``machines-X.Y.toml``: features, levels,
+   ``full-cpuid-auto-level``, ``x-intel-pt-auto-level``, ``x-arch-cap-always-on`` ...);
 3. ``-cpu`` properties ``f=on|off`` in order, then ``+f``, then ``-f``
    (:mod:`rig.qemu.cpuline`); ``max``/``host`` then add every supported feature
    the user did not set (except ``no_autoenable`` bits);
@@ -41,7 +43,12 @@ The steps, in QEMU's order (``x86_cpu_initfn`` … ``x86_cpu_realizefn``):
    (``kvm_arch_get_supported_cpuid``); removed bits go to ``filtered``;
 8. AMD: CPUID[8000_0001].EDX aliases copied from CPUID[1].EDX.
 
-Facts come from ``rig/qemu/data`` (see :mod:`rig.qemu.facts`).
+Each step is one function (``_load_model``, ``_accel_defaults``,
+``_machine_compat``, ``_cpu_flags``, ``_supported_words``, ``_expand_max``,
+``_dependencies``, ``_kvm_only_and_xsave``, ``_levels``, ``_filter``,
+``_amd_aliases``) over one :class:`_Build`.  Facts come from ``rig/qemu/data``
+(see :mod:`rig.qemu.facts`); where they are not the binary's own (another
+series), :attr:`QemuPrediction.approximations` says so.
 """
 
 from __future__ import annotations
