@@ -110,7 +110,7 @@ def html_report(results: Sequence[CaseResult], *, matrix: str, run_dir: str = ""
         '<h2 id="summary">Summary</h2><table>',
         f"<tr><th>cases</th><td class=num>{s.total}</td></tr>",
     ]
-    for v in ("pass", "approximate", "expected", "fail", "error"):
+    for v in ("pass", "expected", "fail", "error"):
         out.append(f'<tr><th class="{v}">{v}</th><td class=num>{s.verdicts[v]}</td></tr>')
     out.append("</table><table><tr><th>outcome</th><th>cases</th></tr>")
     out += [f"<tr><td>{_e(o)}</td><td class=num>{n}</td></tr>" for o, n in sorted(s.outcomes.items())]
@@ -137,9 +137,6 @@ def html_report(results: Sequence[CaseResult], *, matrix: str, run_dir: str = ""
                    f" host {_e(r.case.host)}; artifacts <code>{_e(r.artifacts)}</code></p>")
         if r.message:
             out.append(f"<p>{_e(r.message)}</p>")
-        if r.approximations:
-            out.append("<p>Prediction approximate:</p><ul>"
-                       + "".join(f"<li>{_e(a)}</li>" for a in r.approximations) + "</ul>")
         if r.unexpected:
             out.append("<ul>" + "".join(f'<li class="fail">{_e(u)}</li>' for u in r.unexpected) + "</ul>")
         if r.outcome_issue:

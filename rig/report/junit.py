@@ -42,7 +42,6 @@ def junit_xml(results: Sequence[CaseResult], *, matrix: str, run_dir: Path | Non
             obs = ",".join(f"{m}={v}" for m, v in f.observed.items())
             lines.append(f"{f.cls} ({f.layer}) {f.name} {f.location}: predicted={f.predicted} "
                          f"configured={f.configured} observed={obs or '-'}{extra}")
-        lines += [f"approximate prediction: {a}" for a in r.approximations]
         if r.outcome_issue:
             lines.append(f"known outcome {r.outcome}: {r.outcome_issue.id} {r.outcome_issue.link}")
         ET.SubElement(tc, "system-out").text = "\n".join(lines)
