@@ -11,6 +11,7 @@ APT_PACKAGES=(
     xz-utils zstd lz4    # Debian kernel modules / linux-source / kernel images (6.1: lz4) are compressed
     debootstrap e2fsprogs openssh-client  # the SSH guest image
     gcc make binutils libc6-dev  # the guest probe is built from source
+    dpkg-dev             # dpkg-source: QEMU source packages for `rig qemu facts import` (tests)
     python3-venv
     chromium             # headless browser: the HTML report's browser test and bench/bench_report.py
 )

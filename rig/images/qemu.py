@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -133,13 +134,17 @@ def cached_qemus() -> list[QemuInstall]:
     return out
 
 
-def _launcher_text(elf: Path, module_dir: Path) -> str:
+def _launcher_text(elf: Path, module_dir: Path, loader: list[str] | None = None) -> str:
+    """A shell script that runs ``elf`` with its own modules (and, for a build with a root of its
+    own suite, through that root's dynamic loader: ``loader`` is the command before the ELF)."""
+    run = " ".join(f"'{a}'" for a in (loader or [str(elf)]))
     return (
         "#!/bin/sh\n"
-        "# written by rig.images.qemu: run this QEMU with its own modules\n"
-        f"QEMU_MODULE_DIR='{module_dir}'\n"
+        "# written by rig.images.qemu: run this QEMU with its own modules"
+        + (" and its own suite's libraries\n" if loader else "\n")
+        + f"QEMU_MODULE_DIR='{module_dir}'\n"
         "export QEMU_MODULE_DIR\n"
-        f"exec '{elf}' \"$@\"\n"
+        f"exec {run} \"$@\"\n"
     )
 
 
@@ -156,8 +161,10 @@ def _merge_firmware(root: Path, dirs: list[str], out: Path) -> None:
                 link.symlink_to(os.path.relpath(f, out))
 
 
-def fetch_qemu(version: str, archive: DebianArchive | None = None) -> QemuInstall:
-    """The QEMU for ``version``: the system one, or an unpacked Debian build from the cache."""
+def fetch_qemu(version: str, archive: DebianArchive | None = None, *,
+               log: Callable[[str], None] | None = None) -> QemuInstall:
+    """The QEMU for ``version``: the system one, or an unpacked Debian build from the cache
+    (built on first use; ``rig images build qemu VERSION`` does it ahead of time)."""
     recipes = load_recipes()
     sysrec = recipes.get("system", {})
     if version in ("system", "") or version in sysrec.get("aliases", []):
@@ -166,6 +173,8 @@ def fetch_qemu(version: str, archive: DebianArchive | None = None) -> QemuInstal
     if rec is None:
         known = sorted([*sysrec.get("aliases", []), *recipes.get("versions", {})])
         raise QemuFetchError(f"no recipe for QEMU {version!r} (known: {', '.join(known)})", hint="add one to rig/images/data/qemu.toml")
+    if rec.get("root_suites"):
+        return _fetch_with_root(version, rec, log=log)
     suite = rec["suite"]
     try:
         archive = archive or DebianArchive.default()
@@ -176,10 +185,7 @@ def fetch_qemu(version: str, archive: DebianArchive | None = None) -> QemuInstal
                 raise QemuFetchError(f"{name} is not in {suite}", hint="fix rig/images/data/qemu.toml")
             pkgs.append((name, vs[0].version))
     except DebianError as e:
-        for q in cached_qemus():
-            if q.series == version:
-                return q
-        raise QemuFetchError(f"cannot resolve QEMU {version}: {e}", hint="network to the Debian archive is needed once") from e
+        return _cached_or_raise(version, e)
     key = cache.digest(["qemu", rec["binary"], *(f"{n}={v}" for n, v in pkgs)])
     entry = cache.entry_dir(KIND, key)
     if cache.is_complete(entry):
@@ -189,26 +195,78 @@ def fetch_qemu(version: str, archive: DebianArchive | None = None) -> QemuInstal
         for name, ver in pkgs:
             archive.extract(archive.download(name, dest=debs, version=ver), root)
         shutil.rmtree(debs)
-        elf = root / rec["binary"]
-        if not elf.is_file():
-            raise QemuFetchError(f"{rec['binary']} not in the unpacked {rec['packages'][0]}", hint="fix rig/images/data/qemu.toml")
-        _merge_firmware(root, list(rec.get("firmware", [])), tmp / "firmware")
-        # the launcher names the final location, where the entry is about to be renamed to
-        launcher = tmp / "bin" / "qemu-system-x86_64"
-        launcher.parent.mkdir()
-        launcher.write_text(_launcher_text(entry / "root" / rec["binary"], entry / "root" / rec["module_dir"]))
-        launcher.chmod(0o755)
-        got = binary_version(elf, env={"QEMU_MODULE_DIR": str(root / rec["module_dir"])})
-        if not (got == version or got.startswith(version + ".")):
-            raise QemuFetchError(f"{elf} reports QEMU {got}, recipe says {version}", hint="fix rig/images/data/qemu.toml")
-        meta = {
-            "version": got,
-            "suite": suite,
-            "packages": [f"{n}={v}" for n, v in pkgs],
-            "binary": rec["binary"],
-            "module_dir": rec["module_dir"],
-        }
-        (tmp / "qemu.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _finish_entry(tmp, entry, root, version, rec, suite, [f"{n}={v}" for n, v in pkgs], loader=False)
     install = _load_entry(entry)
     binary_version(install.binary)  # the launcher works from the final place
     return install
+
+
+def _cached_or_raise(version: str, err: RigError) -> QemuInstall:
+    for q in cached_qemus():
+        if q.series == version:
+            return q
+    raise QemuFetchError(f"cannot resolve QEMU {version}: {err}", hint="network to the Debian archive is needed once") from err
+
+
+def _fetch_with_root(version: str, rec: dict[str, Any], *, log: Callable[[str], None] | None) -> QemuInstall:
+    """A build whose binary needs its own suite's C library: the packages and their whole
+    dependency closure unpacked into a root, run through the root's loader (:mod:`.suite_root`)."""
+    from .suite_root import SuiteApt, SuiteRootError, unpack
+
+    suites = tuple(rec["root_suites"])
+    apt = SuiteApt.for_suites(suites)
+    try:
+        closure = apt.closure(rec["packages"], rec["suite"])
+    except (SuiteRootError, DebianError) as e:
+        return _cached_or_raise(version, e)
+    pkgs = [f"{n}={v}" for n, v in closure]
+    key = cache.digest(["qemu-root", rec["binary"], *suites, *pkgs])
+    entry = cache.entry_dir(KIND, key)
+    if cache.is_complete(entry):
+        return _load_entry(entry)
+    say = log or (lambda msg: None)
+    with cache.building(KIND, key) as tmp:
+        say(f"QEMU {version}: downloading {len(closure)} packages of {'+'.join(suites)} (the binary and its libraries)")
+        debs = apt.download(rec["packages"], rec["suite"])
+        wanted = {n for n, _ in closure}
+        debs = [d for d in debs if d.name.split("_")[0] in wanted]
+        say(f"QEMU {version}: unpacking {len(debs)} packages into {entry / 'root'}")
+        unpack(debs, tmp / "root", log=say)
+        _finish_entry(tmp, entry, tmp / "root", version, rec, rec["suite"], pkgs, loader=True)
+    install = _load_entry(entry)
+    binary_version(install.binary)
+    return install
+
+
+def _finish_entry(tmp: Path, entry: Path, root: Path, version: str, rec: dict[str, Any], suite: str,
+                  packages: list[str], *, loader: bool) -> None:
+    from .suite_root import loader_argv
+
+    elf = root / rec["binary"]
+    if not elf.is_file():
+        raise QemuFetchError(f"{rec['binary']} not in the unpacked {rec['packages'][0]}", hint="fix rig/images/data/qemu.toml")
+    _merge_firmware(root, list(rec.get("firmware", [])), tmp / "firmware")
+    # the launcher names the final location, where the entry is about to be renamed to
+    final_root = entry / "root"
+    launcher = tmp / "bin" / "qemu-system-x86_64"
+    launcher.parent.mkdir()
+    launcher.write_text(_launcher_text(final_root / rec["binary"], final_root / rec["module_dir"],
+                                       loader_argv(final_root, rec["binary"], check=False) if loader else None))
+    launcher.chmod(0o755)
+    # check the build where it is now (a launcher for the temporary place)
+    check = tmp / "bin" / ".check"
+    check.write_text(_launcher_text(elf, root / rec["module_dir"], loader_argv(root, rec["binary"]) if loader else None))
+    check.chmod(0o755)
+    got = binary_version(check)
+    check.unlink()
+    if not (got == version or got.startswith(version + ".")):
+        raise QemuFetchError(f"{elf} reports QEMU {got}, recipe says {version}", hint="fix rig/images/data/qemu.toml")
+    meta = {
+        "version": got,
+        "suite": suite,
+        "packages": packages,
+        "binary": rec["binary"],
+        "module_dir": rec["module_dir"],
+        "own_root": loader,
+    }
+    (tmp / "qemu.json").write_text(json.dumps(meta, indent=2) + "\n")

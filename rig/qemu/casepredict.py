@@ -1,7 +1,8 @@
 """Predictions for matrix cases: where the model's inputs come from, per host kind.
 
-:func:`predict_case` (re-exported as ``rig.qemu.model.predict_case``; the run
-driver calls it per case) resolves, once per process:
+:func:`predict_case_full` (the run's predictor, :mod:`rig.run.predict`, calls it per
+case; :func:`predict_case` and :func:`predict_case_views` are its table views)
+resolves, once per process:
 
 * the QEMU binary's facts (``rig.qemu.binaries.gather_facts``, cached on disk
   and in memory);
@@ -86,6 +87,18 @@ def kvm_inputs(host: str) -> tuple[CpuidTable, CpuidTable | None]:
         return _simulated_kvm(host)
     raise CasePredictionError(f"host {host!r}: KVM predictions for emulated hosts come from the emulated-host runner "
                               "(it passes L1's measured KVM_GET_SUPPORTED_CPUID to rig.qemu.model.predict_guest)")
+
+
+def case_approximations(case: Any) -> list[str]:
+    """What any prediction of ``case`` rests on that is not its own input (the facts of another QEMU series),
+    also when the model cannot predict the case at all (e.g. a feature the nearest series lacks)."""
+    from .facts import version_data
+
+    try:
+        binary, _ = _facts_for(case.qemu)
+        return version_data(binary.version).approximations()
+    except RigError:
+        return []
 
 
 def predict_case_full(case: Any) -> QemuPrediction:

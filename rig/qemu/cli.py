@@ -95,10 +95,40 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"  {'':<18} filtered: {_bit_names(data, w, f)}")
     for n in p.notes:
         print(f"note: {n}")
+    for a in p.approximations:
+        print(f"approximate: {a}")
     for feat in args.explain or ():
         print(f"why {feat}:")
         for line in p.explain(feat):
             print(f"  {line}")
+    return 0
+
+
+def _cmd_facts_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .factsimport import import_facts
+
+    src = Path(args.source)
+    if not src.is_dir():
+        raise RigError(f"{src}: no such directory", hint="give the QEMU source tree the binary was built from")
+    r = import_facts(src, series=args.series, store=Path(args.store) if args.store else None)
+    print(f"QEMU {r.version}: {r.words} feature words, {r.models} CPU models, {r.machines} versioned machine types")
+    for p in r.files:
+        print(f"  wrote {p}")
+    if r.shipped:
+        print(f"note: the rig ships facts of QEMU {r.series}; they take precedence over the imported ones")
+    data = version_data(r.series)
+    for a in data.approximations():
+        print(f"note: {a}")
+    return 0
+
+
+def _cmd_facts_list(args: argparse.Namespace) -> int:
+    from .facts import _series_origins, user_store
+
+    for (major, minor), origin in sorted(_series_origins(str(user_store())).items()):
+        print(f"  {major}.{minor}  {'shipped' if origin == 'shipped' else 'imported: ' + origin}")
     return 0
 
 
@@ -115,4 +145,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--explain", action="append", metavar="FEATURE", help="explain one feature step by step (repeatable)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_predict)
+    f = qs.add_parser("facts", help="the model's per-series facts: shipped and imported")
+    fs = f.add_subparsers(dest="facts_command", metavar="SUBCOMMAND")
+    i = fs.add_parser("import", help="generate exact facts from a QEMU source tree into the user store",
+                      description="Read target/i386/cpu.c, cpu.h, hw/core/machine.c and hw/i386/pc*.c of the QEMU "
+                      "source tree a binary was built from and write qemu-X.Y.toml and machines-X.Y.toml into the "
+                      "user store (RIG_QEMU_FACTS_DIR, else <cache>/qemu-model-data), beside the shipped facts. "
+                      "Predictions for binaries of that series then use them instead of the nearest older series'.")
+    i.add_argument("source", help="QEMU source tree (top directory, with VERSION and target/i386/cpu.c)")
+    i.add_argument("--series", help="the series X.Y (default: from the tree's VERSION file)")
+    i.add_argument("--store", help="write here instead of the user store")
+    i.set_defaults(func=_cmd_facts_import)
+    ls = fs.add_parser("list", help="series with facts: shipped and imported")
+    ls.set_defaults(func=_cmd_facts_list)
+    f.set_defaults(func=lambda a: (f.print_help(), 2)[1])
     q.set_defaults(func=lambda a: (q.print_help(), 2)[1])
+    from ..images import qemu_cli
+
+    qemu_cli.register(sub)

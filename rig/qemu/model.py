@@ -28,7 +28,9 @@ The steps, in QEMU's order (``x86_cpu_initfn`` … ``x86_cpu_realizefn``):
    no clflushopt (Skylake-Server-v2 turned it off and later versions keep it
    off) while ``-M q35`` has it (v1); 7.0.EBX 011803A9 vs 019803A9 under TCG;
 2. accelerator default properties (TCG: ``vme=off``; KVM: kvmclock & co.,
-   ``x2apic=on``, ``acpi/monitor/svm=off``);
+   ``x2apic=on``, ``acpi/monitor/svm=off``), then the versioned machine type's
+   CPU compat properties (``machines-X.Y.toml``: features, levels,
+   ``full-cpuid-auto-level``, ``x-intel-pt-auto-level``, ``x-arch-cap-always-on`` ...);
 3. ``-cpu`` properties ``f=on|off`` in order, then ``+f``, then ``-f``
    (:mod:`rig.qemu.cpuline`); ``max``/``host`` then add every supported feature
    the user did not set (except ``no_autoenable`` bits);
@@ -41,7 +43,12 @@ The steps, in QEMU's order (``x86_cpu_initfn`` … ``x86_cpu_realizefn``):
    (``kvm_arch_get_supported_cpuid``); removed bits go to ``filtered``;
 8. AMD: CPUID[8000_0001].EDX aliases copied from CPUID[1].EDX.
 
-Facts come from ``rig/qemu/data`` (see :mod:`rig.qemu.facts`).
+Each step is one function (``_load_model``, ``_accel_defaults``,
+``_machine_compat``, ``_cpu_flags``, ``_supported_words``, ``_expand_max``,
+``_dependencies``, ``_kvm_only_and_xsave``, ``_levels``, ``_filter``,
+``_amd_aliases``) over one :class:`_Build`.  Facts come from ``rig/qemu/data``
+(see :mod:`rig.qemu.facts`); where they are not the binary's own (another
+series), :attr:`QemuPrediction.approximations` says so.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ from typing import Any, Protocol
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
 from .cpuline import CpuLine, bool_value, effective_settings
-from .facts import VersionData, WordDef, version_data
+from .facts import MachineCompat, VersionData, WordDef, version_data
 
 ACCELS = ("tcg", "kvm")
 MAX_MODELS = frozenset({"max", "host"})
@@ -101,6 +108,9 @@ class QemuPrediction:
     trace: list[TraceEvent] = field(default_factory=list)
     #: for an unversioned model: the other versions' feature words (model step), to explain version choice
     other_versions: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: one sentence per input that is not the binary's own (another series' facts, a machine type
+    #: without data), naming what was used and how to get the exact input; empty = exact
+    approximations: list[str] = field(default_factory=list)
 
     def filtered_names(self, data: VersionData | None = None) -> list[str]:
         """QEMU property names of the filtered features (``leaf.sub.reg[bit]`` for unnamed bits)."""
@@ -140,8 +150,10 @@ class QemuPrediction:
         final = self.table.value(w.leaf, w.subleaf or 0, w.reg) & mask
         filt = self.filtered.value(w.leaf, w.subleaf or 0, w.reg) & mask
         loc = f"{w.leaf:#x}.{w.subleaf or 0}.{w.reg.upper()}"
+        lines += [f"{'why':<13} {n}" for n in self.notes if n.startswith(f"{feature}:")]
         lines.append(f"{'configured':<13} {feature} = {int(bool(final))}  ({loc}; "
                      f"{'in filtered-features' if filt else 'not filtered'})")
+        lines += [f"{'approximate':<13} {a}" for a in self.approximations]
         del state
         here = None
         for ev in self.trace:
@@ -182,7 +194,8 @@ class QemuPrediction:
 
     def to_json(self) -> dict[str, Any]:
         return {"table": self.table.to_json(), "filtered": self.filtered.to_json(), "levels": dict(self.levels),
-                "resolved_model": self.resolved_model, "vendor": self.vendor, "notes": list(self.notes)}
+                "resolved_model": self.resolved_model, "vendor": self.vendor, "notes": list(self.notes),
+                "approximations": list(self.approximations)}
 
 
 # ---------------------------------------------------------------------------
@@ -300,7 +313,8 @@ def _kvm_supported(data: VersionData, supported: CpuidTable, host_raw: CpuidTabl
     return out
 
 
-def _adjust_levels(data: VersionData, feats: dict[str, int], levels: dict[str, int], auto: bool) -> None:
+def _adjust_levels(data: VersionData, feats: dict[str, int], levels: dict[str, int], auto: bool,
+                   intel_pt_auto: bool = True) -> None:
     def raise_to(key: str, v: int) -> None:
         levels[key] = max(levels[key], v)
 
@@ -318,6 +332,8 @@ def _adjust_levels(data: VersionData, feats: dict[str, int], levels: dict[str, i
     if not auto:
         return
     for r in data.level_rules:
+        if r.feature == "intel-pt" and not intel_pt_auto:
+            continue  # x-intel-pt-auto-level=off (older machine types): see _levels
         if r.feature is not None:
             f = data.feature(r.feature)
             on = bool(f and feats.get(f[0], 0) & f[1])
@@ -358,6 +374,38 @@ def _table(data: VersionData, feats: Mapping[str, int]) -> CpuidTable:
     return t
 
 
+@dataclass
+class _Build:
+    """The state of one prediction as QEMU's steps change it (one per :func:`predict_guest` call)."""
+
+    data: VersionData
+    line: CpuLine
+    accel: str
+    machine: str
+    irqchip: str
+    resolved: str = ""
+    props: Mapping[str, Any] = field(default_factory=dict)
+    feats: dict[str, int] = field(default_factory=dict)
+    user: dict[str, int] = field(default_factory=dict)
+    filtered: dict[str, int] = field(default_factory=dict)
+    trace: list[TraceEvent] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    approximations: list[str] = field(default_factory=list)
+    levels: dict[str, int] = field(default_factory=dict)
+    level_user: dict[str, int] = field(default_factory=dict)
+    vendor: str | None = None
+    expose_kvm: bool = True
+    full_auto_level: bool = True
+    intel_pt_auto_level: bool = True
+    #: other CPU properties set by the machine's compat properties or -cpu (x-arch-cap-always-on ...), in order
+    xprops: dict[str, str] = field(default_factory=dict)
+    other_versions: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def is_max(self) -> bool:
+        return self.line.model in MAX_MODELS
+
+
 def predict_guest(
     qemu_facts: ModelFacts,
     cpu_line: str | CpuLine,
@@ -374,193 +422,298 @@ def predict_guest(
     ``machine``: the ``-M`` value; ``irqchip``: ``on``, ``split`` or ``off``
     (default: the machine's, split on microvm, in-kernel on pc/q35).  Raises
     :class:`UnknownCpuModel` for a model the binary does not know and
-    :class:`QemuModelError` for flags it does not know.
+    :class:`QemuModelError` for flags it does not know.  Every input that is
+    not the binary's own (another series' facts, a machine type without data)
+    is named in :attr:`QemuPrediction.approximations`.
     """
+    _check_inputs(accel, supported)
+    line = cpu_line if isinstance(cpu_line, CpuLine) else CpuLine.parse(cpu_line)
+    data = version_data(tuple(qemu_facts.version))
+    b = _Build(data, line, accel, machine, irqchip or data.default_irqchip(machine))
+    b.approximations += data.approximations()
+    compat, why = data.machine_compat(machine)
+    if why:
+        b.approximations.append(why)
+    _load_model(b, qemu_facts)
+    _accel_defaults(b, getattr(qemu_facts, "accel", "tcg"), compat)
+    _machine_compat(b, compat)
+    _cpu_flags(b)
+    supp = _supported_words(b, supported, host_raw)
+    if b.is_max:
+        _expand_max(b, supp, supported)
+    _dependencies(b)
+    _kvm_only_and_xsave(b, supp)
+    out_levels = _levels(b)
+    requested = _table(data, b.feats)
+    _filter(b, supp)
+    _amd_aliases(b)
+    return QemuPrediction(_table(data, b.feats), _table(data, b.filtered), out_levels, b.resolved, b.vendor, b.notes,
+                          requested, data.series, accel, str(line), b.trace, b.other_versions, b.approximations)
+
+
+def _check_inputs(accel: str, supported: CpuidTable | None) -> None:
     if accel not in ACCELS:
         raise QemuModelError(f"accelerator {accel!r} is not modelled (expected tcg or kvm)")
     if accel == "kvm" and supported is None:
         raise QemuModelError("a KVM prediction needs the KVM supported table",
                              hint="pass a host profile's KVM_GET_SUPPORTED_CPUID or rig.policy.predict_supported(...).table")
-    line = cpu_line if isinstance(cpu_line, CpuLine) else CpuLine.parse(cpu_line)
-    data = version_data(tuple(qemu_facts.version))
-    notes: list[str] = []
-    if data.approximate:
-        notes.append(f"QEMU {data.requested} modelled with the facts of QEMU {data.series}")
-    mver = data.machine_version(machine)
-    if irqchip is None:
-        irqchip = data.default_irqchip(machine)
-    if mver == "legacy":
-        notes.append(f"machine {machine}: CPU_VERSION_LEGACY (v1 features); its compat properties are not modelled")
-    resolved = resolve_model(qemu_facts, line.model, mver)
-    exp = qemu_facts.static.get(resolved)
-    if exp is None:
-        raise QemuModelError(f"no static expansion of {resolved!r} in the facts of {getattr(qemu_facts, 'binary', 'QEMU')}",
-                             hint="re-gather the binary's facts (rig.qemu.binaries.gather_facts with use_cache=False)")
-    props = exp.props if hasattr(exp, "props") else dict(exp["model"]["props"])
-    feats = _words_from_props(data, props)
-    if resolved != line.model:
-        why = ("the latest version (x86_cpus_init(CPU_VERSION_LATEST))" if mver == "latest"
-               else "version 1 (default_cpu_version = 1)")
-        notes.append(f"machine {machine.split(',')[0]}: {line.model} resolves to {resolved}, {why}")
-    other_versions: dict[str, dict[str, int]] = {}
-    if resolved != line.model and not re.search(r"-v\d+$", line.model):
-        for name, exp2 in qemu_facts.static.items():
-            if re.fullmatch(re.escape(line.model) + r"-v\d+", name) and name != resolved:
-                p2 = exp2.props if hasattr(exp2, "props") else dict(exp2["model"]["props"])
-                other_versions[name] = _words_from_props(data, p2)
-    trace: list[TraceEvent] = [TraceEvent("model", w, v, 1, f"model {resolved} (static expansion)")
-                               for w, v in feats.items() if v]
-    is_max = line.model in MAX_MODELS
-    vendor = props.get("vendor") if isinstance(props.get("vendor"), str) else None
-    if accel == "kvm" and data.kvm_vendor_from_host and line.model not in MAX_MODELS:
-        host_vendor = (host_raw.vendor if host_raw is not None else None) or (
-            supported.vendor if supported is not None else None)
-        if host_vendor:
-            vendor = host_vendor
-        else:
-            notes.append("host vendor unknown (no host CPUID, no leaf 0 in the supported table): kept the model's")
-    base_def = data.models.get(_base_name(resolved))
-    levels = {"min-level": 0, "min-xlevel": 0, "min-xlevel2": 0, "min-level-func7": 0}
-    if base_def is not None:
-        levels["min-level"], levels["min-xlevel"] = base_def.level, base_def.xlevel
-    elif is_max:
-        pass  # max/host have no definition: min levels start at 0 (KVM: the supported table's, below)
-    else:
-        levels["min-level"] = int(props.get("min-level", 0) or 0)
-        levels["min-xlevel"] = int(props.get("min-xlevel", 0) or 0)
-        levels["min-xlevel2"] = int(props.get("min-xlevel2", 0) or 0)
 
-    # 2. accelerator defaults: undo the facts' accelerator, apply the case's
-    facts_accel = getattr(qemu_facts, "accel", "tcg")
-    if not is_max:
-        if facts_accel == "tcg" and accel != "tcg":
+
+def _load_model(b: _Build, qemu_facts: ModelFacts) -> None:
+    """Step 1: the model version the machine resolves the name to, its static expansion, its levels."""
+    data, line = b.data, b.line
+    mver = data.machine_version(b.machine)
+    b.resolved = resolve_model(qemu_facts, line.model, mver)
+    exp = qemu_facts.static.get(b.resolved)
+    if exp is None:
+        raise QemuModelError(f"no static expansion of {b.resolved!r} in the facts of {getattr(qemu_facts, 'binary', 'QEMU')}",
+                             hint="re-gather the binary's facts (rig.qemu.binaries.gather_facts with use_cache=False)")
+    b.props = exp.props if hasattr(exp, "props") else dict(exp["model"]["props"])
+    b.feats = _words_from_props(data, b.props)
+    b.user = {w: 0 for w in data.words}
+    b.filtered = {w: 0 for w in data.words}
+    if b.resolved != line.model:
+        why = {"latest": "the latest version (x86_cpus_init(CPU_VERSION_LATEST))",
+               "legacy": "the definition without version properties (CPU_VERSION_LEGACY, v1 features)"}.get(
+                   mver, "version 1 (default_cpu_version = 1)")
+        b.notes.append(f"machine {b.machine.split(',')[0]}: {line.model} resolves to {b.resolved}, {why}")
+        if not re.search(r"-v\d+$", line.model):
+            for name, exp2 in qemu_facts.static.items():
+                if re.fullmatch(re.escape(line.model) + r"-v\d+", name) and name != b.resolved:
+                    p2 = exp2.props if hasattr(exp2, "props") else dict(exp2["model"]["props"])
+                    b.other_versions[name] = _words_from_props(data, p2)
+    b.trace += [TraceEvent("model", w, v, 1, f"model {b.resolved} (static expansion)") for w, v in b.feats.items() if v]
+    b.vendor = b.props.get("vendor") if isinstance(b.props.get("vendor"), str) else None
+    base_def = data.models.get(_base_name(b.resolved))
+    b.levels = {"min-level": 0, "min-xlevel": 0, "min-xlevel2": 0, "min-level-func7": 0}
+    if base_def is not None:
+        b.levels["min-level"], b.levels["min-xlevel"] = base_def.level, base_def.xlevel
+    elif not b.is_max:  # max/host have no definition: min levels start at 0 (KVM: the supported table's)
+        for k in ("min-level", "min-xlevel", "min-xlevel2"):
+            b.levels[k] = int(b.props.get(k, 0) or 0)
+
+
+def _accel_defaults(b: _Build, facts_accel: str, compat: MachineCompat | None) -> None:
+    """Step 2: undo the facts' accelerator defaults, apply the case's (as changed by the machine), always-on bits."""
+    data = b.data
+    if not b.is_max:
+        base_def = data.models.get(_base_name(b.resolved))
+        if facts_accel == "tcg" and b.accel != "tcg":
             for n in data.tcg_default_props:
                 if n == "vme" and base_def is not None:
-                    _set(feats, data, n, base_def.vme, None, trace, "model",
+                    _set(b.feats, data, n, base_def.vme, None, b.trace, "model",
                          f"{n}: the model definition's value (TCG facts show tcg_default_props)")
                 else:
-                    notes.append(f"{n}: the model's own value is unknown from TCG facts; kept as {n}=off")
-        elif facts_accel not in ("tcg", accel):
-            raise QemuModelError(f"facts taken under accel {facts_accel!r} cannot model accel {accel!r}",
+                    b.notes.append(f"{n}: the model's own value is unknown from TCG facts; kept as {n}=off")
+        elif facts_accel not in ("tcg", b.accel):
+            raise QemuModelError(f"facts taken under accel {facts_accel!r} cannot model accel {b.accel!r}",
                                  hint="gather facts with accel='tcg'")
-        defaults = data.tcg_default_props if accel == "tcg" else dict(data.kvm_default_props)
-        if accel == "kvm" and irqchip == "off":
-            defaults["x2apic"] = False
-        elif accel == "kvm" and irqchip == "split":
-            defaults["kvm-msi-ext-dest-id"] = True
+        defaults = dict(data.tcg_default_props) if b.accel == "tcg" else dict(data.kvm_default_props)
+        if b.accel == "kvm":
+            for prop, value in compat.kvm_defaults if compat else ():
+                # x86_cpu_change_kvm_default from the machine's init-time compat function
+                if value:
+                    defaults[prop] = value in ("on", "true")
+                else:
+                    defaults.pop(prop, None)
+                b.notes.append(f"machine {compat.name if compat else ''}: KVM default {prop} "
+                               f"{'= ' + value if value else 'removed'} (x86_cpu_change_kvm_default)")
+            if b.irqchip == "off":
+                defaults["x2apic"] = False
+            elif b.irqchip == "split":
+                defaults["kvm-msi-ext-dest-id"] = True
         for n, v in defaults.items():
-            _set(feats, data, n, bool(v), None, trace, "accel-default",
-                 f"{n}={'on' if v else 'off'}: {accel} default property")
+            _set(b.feats, data, n, bool(v), None, b.trace, "accel-default",
+                 f"{n}={'on' if v else 'off'}: {b.accel} default property")
     for n in data.always_on:
-        _set(feats, data, n, True, None, trace, "always-on", f"{n}: always set by x86_cpu_load_model")
+        _set(b.feats, data, n, True, None, b.trace, "always-on", f"{n}: always set by x86_cpu_load_model")
 
-    # 3. -cpu properties, then +f, then -f
-    user = {w: 0 for w in data.words}
+
+#: compat properties that are not feature bits but change what the model predicts
+_COMPAT_FLAGS = {"full-cpuid-auto-level": "full_auto_level", "x-intel-pt-auto-level": "intel_pt_auto_level"}
+
+
+def _machine_compat(b: _Build, compat: MachineCompat | None) -> None:
+    """Step 2b: the machine type's compat properties for this CPU class (device_post_init: after the
+    accelerator's defaults, before -cpu).  Feature properties count as user-set (QEMU's setter marks them)."""
+    if compat is None:
+        return
+    data = b.data
+    for prop, value in compat.for_model(b.line.model):
+        detail = f"{prop}={value}: compat property of machine {compat.name}"
+        if prop in _COMPAT_FLAGS:
+            setattr(b, _COMPAT_FLAGS[prop], bool_value_str(value))
+            b.notes.append(detail)
+        elif prop in LEVEL_PROPS:
+            b.level_user[LEVEL_PROPS[prop]] = int(value, 0)
+            b.notes.append(detail)
+        elif data.feature(prop) is not None:
+            _set(b.feats, data, prop, bool_value_str(value), b.user, b.trace, "compat", detail)
+        else:
+            b.xprops[prop] = value
+
+
+def _cpu_flags(b: _Build) -> None:
+    """Step 3: -cpu properties f=on|off in order, then every +f, then every -f."""
+    data, line = b.data, b.line
     settings, plus, minus, warnings = effective_settings(line.flags)
-    notes.extend(warnings)
-    level_user: dict[str, int] = {}
-    expose_kvm = True
+    b.notes.extend(warnings)
     for name, value in settings:
         if name in LEVEL_PROPS:
             try:
-                level_user[LEVEL_PROPS[name]] = int(value, 0)
+                b.level_user[LEVEL_PROPS[name]] = int(value, 0)
             except ValueError:
                 raise QemuModelError(f"-cpu {line}: {name}={value!r} is not a number") from None
             continue
-        f = data.feature(name)
-        if f is None:
+        if name in _COMPAT_FLAGS:
+            setattr(b, _COMPAT_FLAGS[name], bool_value_str(value))
+            continue
+        if data.feature(name) is None:
             if name in OTHER_PROPS or name.startswith(("hv-", "vmx-", "x-")):
                 if name == "kvm":
-                    expose_kvm = bool_value_str(value)
+                    b.expose_kvm = bool_value_str(value)
                 elif name == "vendor":
-                    vendor = value
+                    b.vendor = value
+                elif any(v.unless_prop == name for v in data.vendor_unavailable):
+                    b.xprops[name] = value
                 else:
-                    notes.append(f"{name}={value}: not a CPUID feature word property (not modelled)")
+                    b.notes.append(f"{name}={value}: not a CPUID feature word property (not modelled)")
                 continue
             raise QemuModelError(f"-cpu {line}: QEMU {data.series} has no CPU property {name!r}",
                                  hint="see `rig features` for QEMU feature names")
-        on = bool_value_str(value)
-        _set(feats, data, name, on, user, trace, "property", f"-cpu {name}={value}")
+        _set(b.feats, data, name, bool_value_str(value), b.user, b.trace, "property", f"-cpu {name}={value}")
     for name, on in [(n, True) for n in plus] + [(n, False) for n in minus]:
-        if not _set(feats, data, name, on, user, trace, "plus" if on else "minus",
+        if not _set(b.feats, data, name, on, b.user, b.trace, "plus" if on else "minus",
                     f"-cpu {'+' if on else '-'}{name} (applied after every f=on|off)"):
             if name.startswith(("hv-", "vmx-")) or name in OTHER_PROPS:
-                notes.append(f"{'+' if on else '-'}{name}: not a CPUID feature word property (not modelled)")
+                b.notes.append(f"{'+' if on else '-'}{name}: not a CPUID feature word property (not modelled)")
                 continue
             raise QemuModelError(f"-cpu {line}: QEMU {data.series} has no CPU feature {name!r}",
                                  hint="see `rig features` for QEMU feature names")
 
-    # accelerator's supported words
-    if accel == "tcg":
+
+def _supported_words(b: _Build, supported: CpuidTable | None, host_raw: CpuidTable | None) -> dict[str, int]:
+    """What the accelerator supports per word (TCG's mask, or KVM's table with QEMU's fix-ups); under KVM
+    a builtin model takes the host's vendor."""
+    data = b.data
+    if b.accel == "tcg":
         supp = {w.name: w.tcg for w in data.words.values()}
     else:
         assert supported is not None
-        supp = _kvm_supported(data, supported, host_raw, irqchip, notes)
+        supp = _kvm_supported(data, supported, host_raw, b.irqchip, b.notes)
+        if b.is_max:
+            b.vendor = supported.vendor  # host/max take the host's vendor at instance init
+        elif data.kvm_vendor_from_host and not any(
+                f.name == "vendor" and f.syntax == "=" for f in b.line.flags):
+            host_vendor = (host_raw.vendor if host_raw is not None else None) or supported.vendor
+            if host_vendor:
+                b.vendor = host_vendor
+            else:
+                b.notes.append("host vendor unknown (no host CPUID, no leaf 0 in the supported table): kept the model's")
     for n in data.unavailable:
         w, m = data.feature(n)  # type: ignore[misc]
         supp[w] &= ~m
+    return supp
 
-    if is_max:
-        # x86_cpu_expand_features: max_features adds every supported (migratable) feature not set by the user
-        for w in data.words.values():
-            if accel == "tcg":
-                continue  # the TCG facts' expansion of max already is tcg & migratable & ~no_autoenable
-            add = supp[w.name] & w.migratable_mask() & ~user[w.name] & ~w.no_autoenable
-            feats[w.name] |= add
-            if add:
-                trace.append(TraceEvent("max", w.name, add, 1, "max/host: every supported feature not set by the user"))
-        if accel == "kvm":
-            levels["min-level"] = supported.value(0, 0, "eax") if supported is not None else levels["min-level"]
-            levels["min-xlevel"] = supported.value(0x80000000, 0, "eax") if supported is not None else levels["min-xlevel"]
-            vendor = supported.vendor if supported is not None else vendor
-    filtered = {w: 0 for w in data.words}
 
-    # 4. dependencies
-    for d in data.dependencies:
-        if not feats.get(d.src, 0) & d.src_mask:
-            gone = feats.get(d.dst, 0) & d.dst_mask
+def _user_props(b: _Build) -> set[str]:
+    return {f.name for f in b.line.flags}
+
+
+def _vendor_unavailable(b: _Build) -> dict[str, int]:
+    """Features x86_cpu_get_supported_feature_word(cpu, w) withholds from this CPU's vendor (only where QEMU
+    passes the CPU: max/host expansion; filtering asks without one)."""
+    out: dict[str, int] = {}
+    for v in b.data.vendor_unavailable:
+        if b.vendor != v.vendor:
+            continue
+        value = b.xprops.get(v.unless_prop, "off") if v.unless_prop else "off"
+        w, m = b.data.feature(v.feature)  # type: ignore[misc]
+        if bool_value_str(value):
+            b.notes.append(f"{v.feature}: offered to {v.vendor} CPUs only because {v.unless_prop}={value}"
+                           f"{' (a compat property of the machine type)' if v.unless_prop not in _user_props(b) else ''}")
+            continue
+        out[w] = out.get(w, 0) | m
+        b.trace.append(TraceEvent("vendor", w, m, 0, f"QEMU {b.data.series} does not offer {v.feature} to a {v.vendor} "
+                                  f"CPU (x86_cpu_get_supported_feature_word) unless {v.unless_prop}=on; this machine "
+                                  f"type leaves it off (machine types 10.0 and older set it: pc_compat_10_0)"))
+    return out
+
+
+def _expand_max(b: _Build, supp: Mapping[str, int], supported: CpuidTable | None) -> None:
+    """x86_cpu_expand_features: max/host add every supported (migratable) feature the user did not set."""
+    withheld = _vendor_unavailable(b) if b.accel == "kvm" else {}
+    for w in b.data.words.values():
+        if b.accel == "tcg":
+            continue  # the TCG facts' expansion of max already is tcg & migratable & ~no_autoenable
+        add = supp[w.name] & ~withheld.get(w.name, 0) & w.migratable_mask() & ~b.user[w.name] & ~w.no_autoenable
+        b.feats[w.name] |= add
+        if add:
+            b.trace.append(TraceEvent("max", w.name, add, 1, "max/host: every supported feature not set by the user"))
+    if b.accel == "kvm" and supported is not None:
+        b.levels["min-level"] = supported.value(0, 0, "eax")
+        b.levels["min-xlevel"] = supported.value(0x80000000, 0, "eax")
+
+
+def _dependencies(b: _Build) -> None:
+    """Step 4: a feature whose prerequisite is off is removed (filtered if the user asked for it)."""
+    for d in b.data.dependencies:
+        if not b.feats.get(d.src, 0) & d.src_mask:
+            gone = b.feats.get(d.dst, 0) & d.dst_mask
             if gone:
-                filtered[d.dst] |= gone & user[d.dst]
-                feats[d.dst] &= ~gone
-                src = _names(data, d.src, d.src_mask)
-                trace.append(TraceEvent("dependency", d.dst, gone, 0, f"depends on {src}, which is off"))
+                b.filtered[d.dst] |= gone & b.user[d.dst]
+                b.feats[d.dst] &= ~gone
+                src = _names(b.data, d.src, d.src_mask)
+                b.trace.append(TraceEvent("dependency", d.dst, gone, 0, f"depends on {src}, which is off"))
 
-    # 5. FEAT_KVM, XSAVE components
-    for w in data.kvm_only_words:
-        if accel != "kvm" or not expose_kvm:
-            if feats[w]:
-                trace.append(TraceEvent("kvm-only", w, feats[w], 0, "FEAT_KVM is cleared unless accel=kvm (and kvm=on)"))
-            feats[w] = 0
-    _xsave_words(data, feats, supp)
 
-    # 6. levels (before filtering, as QEMU does)
+def _kvm_only_and_xsave(b: _Build, supp: Mapping[str, int]) -> None:
+    """Step 5: FEAT_KVM cleared unless KVM (and kvm=on); XSAVE component words from the features."""
+    for w in b.data.kvm_only_words:
+        if b.accel != "kvm" or not b.expose_kvm:
+            if b.feats[w]:
+                b.trace.append(TraceEvent("kvm-only", w, b.feats[w], 0, "FEAT_KVM is cleared unless accel=kvm (and kvm=on)"))
+            b.feats[w] = 0
+    _xsave_words(b.data, b.feats, supp)
+
+
+def _levels(b: _Build) -> dict[str, int]:
+    """Step 6: min levels raised by the words (before filtering, as QEMU does); explicit levels win."""
     for k in ("min-level", "min-xlevel", "min-xlevel2"):
-        if k in level_user:
-            levels[k] = level_user[k]
-    _adjust_levels(data, feats, levels, auto=True)
-    out_levels = {
-        "level": level_user.get("level", levels["min-level"]),
-        "xlevel": level_user.get("xlevel", levels["min-xlevel"]),
-        "xlevel2": level_user.get("xlevel2", levels["min-xlevel2"]),
-        "level-func7": level_user.get("level-func7", levels["min-level-func7"]),
+        if k in b.level_user:
+            b.levels[k] = b.level_user[k]
+    _adjust_levels(b.data, b.feats, b.levels, auto=b.full_auto_level, intel_pt_auto=b.intel_pt_auto_level)
+    if b.full_auto_level and not b.intel_pt_auto_level:
+        pt = b.data.feature("intel-pt")
+        if pt and b.feats.get(pt[0], 0) & pt[1] and b.levels["min-level"] < 0x14:
+            # x-intel-pt-auto-level=off: intel-pt is unavailable unless min-level >= 0x14
+            b.filtered[pt[0]] |= pt[1] & b.user[pt[0]]
+            b.feats[pt[0]] &= ~pt[1]
+            b.trace.append(TraceEvent("dependency", pt[0], pt[1], 0, "x-intel-pt-auto-level=off and min-level < 0x14"))
+    return {
+        "level": b.level_user.get("level", b.levels["min-level"]),
+        "xlevel": b.level_user.get("xlevel", b.levels["min-xlevel"]),
+        "xlevel2": b.level_user.get("xlevel2", b.levels["min-xlevel2"]),
+        "level-func7": b.level_user.get("level-func7", b.levels["min-level-func7"]),
     }
-    requested = _table(data, feats)
 
-    # 7. filter against the accelerator
-    for w in data.words.values():
-        gone = feats[w.name] & ~supp[w.name] & 0xFFFFFFFF
+
+def _filter(b: _Build, supp: Mapping[str, int]) -> None:
+    """Step 7: what the accelerator does not support goes to filtered-features."""
+    for w in b.data.words.values():
+        gone = b.feats[w.name] & ~supp[w.name] & 0xFFFFFFFF
         if gone:
-            filtered[w.name] |= gone
-            feats[w.name] &= ~gone
-            trace.append(TraceEvent("filter", w.name, gone, 0, "not supported by TCG in this QEMU version"
-                                    if accel == "tcg" else "not in KVM's supported table (after QEMU's fix-ups)"))
+            b.filtered[w.name] |= gone
+            b.feats[w.name] &= ~gone
+            b.trace.append(TraceEvent("filter", w.name, gone, 0, "not supported by TCG in this QEMU version"
+                                      if b.accel == "tcg" else "not in KVM's supported table (after QEMU's fix-ups)"))
 
-    # 8. AMD aliases
-    if vendor == "AuthenticAMD" and "FEAT_8000_0001_EDX" in feats:
-        feats["FEAT_8000_0001_EDX"] = (feats["FEAT_8000_0001_EDX"] & ~data.amd_aliases) | (
-            feats["FEAT_1_EDX"] & data.amd_aliases)
-    return QemuPrediction(_table(data, feats), _table(data, filtered), out_levels, resolved, vendor, notes, requested,
-                          data.series, accel, str(line), trace, other_versions)
+
+def _amd_aliases(b: _Build) -> None:
+    """Step 8: AMD CPUID[8000_0001].EDX aliases copied from CPUID[1].EDX."""
+    if b.vendor == "AuthenticAMD" and "FEAT_8000_0001_EDX" in b.feats:
+        b.feats["FEAT_8000_0001_EDX"] = (b.feats["FEAT_8000_0001_EDX"] & ~b.data.amd_aliases) | (
+            b.feats["FEAT_1_EDX"] & b.data.amd_aliases)
 
 
 def _names(data: VersionData, word: str, mask: int) -> str:
@@ -642,20 +795,3 @@ def feature_names(data: VersionData, word: WordDef, value: int) -> list[str]:
 
 def model_names(facts: ModelFacts, *, include_aliases: bool = True) -> list[str]:
     return sorted(n for n, d in _definition_names(facts).items() if include_aliases or not _alias_of(d))
-
-
-
-def predict_case(case: Any, qemu_version: str | None = None, expansion: dict | None = None) -> CpuidTable:
-    """Predicted configured feature words for a matrix case (see :mod:`rig.qemu.casepredict`)."""
-    from .casepredict import predict_case as _predict_case
-
-    return _predict_case(case, qemu_version, expansion)
-
-
-def predict_case_views(case: Any, qemu_version: str | None = None,
-                       expansion: dict | None = None) -> tuple[CpuidTable, CpuidTable]:
-    """Predicted configured feature words and filtered features for a matrix case
-    (see :func:`rig.qemu.casepredict.predict_case_views`)."""
-    from .casepredict import predict_case_views as _views
-
-    return _views(case, qemu_version, expansion)

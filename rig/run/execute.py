@@ -158,8 +158,10 @@ def _simulate(ctx: RunContext, case: Case) -> CaseResult:
     if pred.table is None:
         return CaseResult(case, "rig-error", message=f"simulate needs a prediction: {pred.note}")
     scope = [(lf, s, r) for (lf, s), regs in pred.table.items() for r in REGISTERS if regs.get(r) is not None]
-    return CaseResult(case, "simulated", message="prediction only (no QEMU started)",
-                      qemu_version=".".join(map(str, binary.version)), words=words_of(scope, pred.table, None, None))
+    message = "; ".join(["prediction only (no QEMU started)", *(f"approximate: {a}" for a in pred.approximations)])
+    return CaseResult(case, "simulated", message=message,
+                      qemu_version=".".join(map(str, binary.version)), words=words_of(scope, pred.table, None, None),
+                      approximations=list(pred.approximations))
 
 
 async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
@@ -208,6 +210,9 @@ def case_result(ctx: RunContext, case: Case, workdir: Path, binary: QemuBinary, 
                          predicted_filtered=pred.filtered, configured_filtered=qmp.filtered_features)
     result.findings = [*comparison.findings, *extra_findings]
     result.quirk = quirk
+    result.approximations = list(pred.approximations)
+    for a in pred.approximations:  # in the message too, so every report shows it
+        result.message = f"{result.message}; approximate: {a}" if result.message else f"approximate: {a}"
     mode = observed_mode(observed)
     result.words = words_of(comparison.scope, pred.table, configured, observed.get(mode) if mode else None)
     if pred.note and outcome == "ok":

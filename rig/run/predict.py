@@ -1,9 +1,11 @@
-"""The predicted view of a case, from the QEMU CPU-model layer model (rig.qemu.model*).
+"""The predicted view of a case, from the QEMU CPU-model layer model (:mod:`rig.qemu.casepredict`).
 
-The model is another module's job; this adapter only asks it.  When the model
-is not importable (or cannot predict a case, e.g. a model it does not know),
-the prediction is ``None`` and the comparison has two views (configured and
-observed); the result says why in ``prediction_note``.
+When the model cannot predict a case (e.g. a model it does not know) the
+prediction is ``None`` and the comparison has two views (configured and
+observed); the result says why in ``prediction_note``.  A prediction that rests
+on an input that is not the case's own (another QEMU series' facts, a machine
+type without data) carries one sentence per such input in ``approximations``;
+the case's verdict is then ``approximate`` where it would have been ``pass``.
 
 `rig run` asks for a case's prediction while that case's QEMU starts up
 (:attr:`rig.qemu.launcher.LaunchSpec.on_started`), before QEMU has answered
@@ -13,7 +15,6 @@ anything: ``expansion`` is then None.  The model must not need QEMU's answers
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
 from ..matrix.model import Case
+from ..qemu.casepredict import case_approximations, predict_case_full
 
 #: fn(case, qemu_version, expansion) -> CpuidTable | None
 PredictFn = Callable[[Case, str, dict | None], CpuidTable | None]
@@ -32,49 +34,25 @@ class Prediction:
     note: str = ""
     #: the predicted QMP ``filtered-features`` (None when the model does not say)
     filtered: CpuidTable | None = None
-
-
-#: fn(case, qemu_version, expansion) -> (configured table, filtered features or None)
-ViewsFn = Callable[[Case, str, dict | None], tuple[CpuidTable | None, CpuidTable | None]]
-
-
-def _table_only(fn: PredictFn) -> ViewsFn:
-    """A model that predicts only the configured table: no filtered features."""
-    return lambda case, version, expansion: (fn(case, version, expansion), None)
-
-
-def _find_model() -> tuple[ViewsFn | None, str]:
-    try:
-        mod = importlib.import_module("rig.qemu.model")
-    except ImportError as e:
-        return None, f"QEMU model layer not available ({e})"
-    views = getattr(mod, "predict_case_views", None)
-    if views is not None:
-        return views, ""
-    fn = getattr(mod, "predict_case", None)
-    if fn is None:
-        return None, "rig.qemu.model has no predict_case()"
-    return _table_only(fn), ""
+    #: what the prediction rests on that is not the case's own input, and how to get the exact one
+    approximations: tuple[str, ...] = ()
 
 
 class Predictor:
-    """One per run: resolves the model once."""
+    """One per run.  ``fn``: a table-only model (tests); default: the QEMU layer model."""
 
     def __init__(self, fn: PredictFn | None = None) -> None:
-        if fn is None:
-            self._fn, self._why = _find_model()
-        else:
-            self._fn, self._why = _table_only(fn), ""
+        self._fn = fn
 
     @property
     def available(self) -> bool:
-        return self._fn is not None
+        return True
 
     def __call__(self, case: Case, qemu_version: str, expansion: dict[str, Any] | None) -> Prediction:
-        if self._fn is None:
-            return Prediction(None, self._why)
         try:
-            table, filtered = self._fn(case, qemu_version, expansion)
-            return Prediction(table, filtered=filtered)
+            if self._fn is not None:
+                return Prediction(self._fn(case, qemu_version, expansion))
+            p = predict_case_full(case)
+            return Prediction(p.with_levels(), filtered=p.filtered, approximations=tuple(p.approximations))
         except RigError as e:
-            return Prediction(None, f"no prediction: {e}")
+            return Prediction(None, f"no prediction: {e}", approximations=tuple(case_approximations(case)))

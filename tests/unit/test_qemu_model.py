@@ -258,7 +258,13 @@ def test_bad_input_is_a_clear_error() -> None:
 
 def test_nearest_older_series_is_used_and_said() -> None:
     p = predict_guest(facts((8, 2, 0), m={}), "m", "tcg", "q35")
-    assert p.series == "7.2" and any("QEMU 8.2 modelled with the facts of QEMU 7.2" in n for n in p.notes)
+    assert p.series == "7.2"
+    assert len(p.approximations) == 1
+    said = p.approximations[0]
+    assert "QEMU 8.2 has no CPU-model facts" in said and "those of QEMU 7.2" in said
+    assert "rig qemu facts import QEMU_SOURCE_DIR" in said
+    exact = predict_guest(facts((7, 2, 22), m={}), "m", "tcg", "q35")
+    assert exact.approximations == []
 
 
 def test_guest_rules_of_cpu_x86_cpuid() -> None:

@@ -101,3 +101,16 @@ def test_progress_prints_failures_and_counts():
     text = out.getvalue()
     assert "FAIL b-default-microvm-tcg-" in text and "timeout: QEMU did not exit within 1 s" in text
     assert "3/3 pass 1 fail 1" in text
+
+
+def test_approximate_prediction_verdict_and_round_trip():
+    """A case that compares clean on an approximate prediction is 'approximate', not 'pass'; one with an
+    unexpected finding still fails; the sentences survive results.jsonl."""
+    said = "QEMU 11.1 has no CPU-model facts: modelled with those of QEMU 10.2 (...)"
+    r = judge(CaseResult(case(), "ok", approximations=[said]), DEFAULT_FAIL_ON)
+    assert r.verdict == "approximate"
+    assert CaseResult.from_json(json.loads(json.dumps(r.to_json()))).approximations == [said]
+    bad = judge(CaseResult(case(), "ok", findings=[finding("model-gap")], approximations=[said]), DEFAULT_FAIL_ON)
+    assert bad.verdict == "fail"
+    assert judge(CaseResult(case(), "ok"), DEFAULT_FAIL_ON).verdict == "pass"
+    assert "approximations" not in judge(CaseResult(case(), "ok"), DEFAULT_FAIL_ON).to_json()
