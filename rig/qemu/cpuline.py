@@ -66,6 +66,9 @@ class CpuLine:
             name, eq, val = item.partition("=")
             if not name:
                 raise CpuLineError(f"-cpu {text!r}: {item!r} has no property name")
+            if name[0] == "_":  # "_x" would read back as "-x" (QEMU's spelling of "_" is "-")
+                raise CpuLineError(f"-cpu {text!r}: property name {name!r} starts with '_'",
+                                   hint="QEMU property names start with a letter or digit")
             flags.append(CpuFlag(name.replace("_", "-"), "=", val if eq else "on"))
         return cls(model, tuple(flags))
 

@@ -727,3 +727,13 @@ def test_k_nesting_is_bounded():
     case = Case("native", "system", "tcg", "q35", "EPYC-Rome")
     assert parse_k("not " * 5000 + "tcg")(case) is True and parse_k("not " * 5001 + "tcg")(case) is False
     assert parse_k("(" * 100 + "tcg" + ")" * 100)(case) is True
+
+
+def test_cpu_line_underscore_name_is_refused_not_misread():
+    """Found by test_cpu_line: `_x=1` was normalised to `-x=1`, which reads back as a `-x` flag."""
+    from rig.qemu.cpuline import CpuLine, CpuLineError
+
+    for text in ("qemu64,_=1", "qemu64, _x"):
+        with pytest.raises(CpuLineError, match="starts with '_'"):
+            CpuLine.parse(text)
+    assert str(CpuLine.parse("qemu64,sse4_1=off")) == "qemu64,sse4-1=off"
