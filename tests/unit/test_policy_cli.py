@@ -82,7 +82,8 @@ def test_predict_writes_a_table(capsys, tmp_path):
     (["policy", "check", "--profile", ROME73, "--param", "nested=0"], "name the module"),
     (["policy", "check", "--profile", ROME73, "--param", "kvm_amd.nested"], "expected MODULE.PARAM=VALUE"),
     (["policy", "check", "--profile", ROME73, "--kernel", "4.19"], "no policy at or below kernel 4.19"),
-    (["policy", "check", "--profile", ROME73, "--kernel", "banana"], "not understood"),
+    (["policy", "check", "--profile", ROME73, "--kernel", "banana"], "neither a policy name nor a kernel version"),
+    (["policy", "diff", "7.3", "7.3-tsa-prefx"], "did you mean 7.3-tsa-prefix?"),
     (["policy", "check", "--profile", "/nonexistent.json"], "cannot read"),
     (["policy", "import", "/tmp"], "not a kernel source tree"),
 ])
