@@ -26,8 +26,8 @@ from .evaluate import TraceStep
 from .kernelcaps import KernelCaps, assume_kernel_caps
 from .model import Policy, PolicyError
 from .predict import Difference, Prediction, compare_supported, predict_supported
-from .store import entries as list_policies
 from .store import PolicyChoice, load_policy, resolve_policy, select
+from .store import entries as list_policies
 
 __all__ = [
     "Policy", "PolicyError", "Prediction", "Difference", "TraceStep", "KernelCaps",
