@@ -191,6 +191,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if res.ok(strict=strict) else 1
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    from . import table
+
+    fmt = "csv" if args.csv else "html" if args.html else "text"
+    sys.stdout.write(table.render(table.policies(args.versions or None), fmt))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from . import table
+
+    prof = HostProfile.load(args.profile) if args.profile else None
+    print(table.history(args.feature, prof, _params(args.param)))
+    return 0
+
+
 def cmd_libvirt(args: argparse.Namespace) -> int:
     from ..host.importer import import_dump
     from .libvirt import agreement
@@ -265,6 +281,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("version_b", metavar="VER_B")
     common(x, profile_required=False)
     x.set_defaults(func=cmd_diff)
+    x = ps.add_parser("table", help="per CPUID feature bit: names and KVM's handling in each imported kernel")
+    x.add_argument("versions", nargs="*", metavar="VER", help="policies (default: every imported one)")
+    g = x.add_mutually_exclusive_group()
+    g.add_argument("--csv", action="store_true")
+    g.add_argument("--html", action="store_true")
+    x.set_defaults(func=cmd_table)
+    x = ps.add_parser("history", help="one feature across the imported kernels: the deciding rule, where it changed")
+    x.add_argument("feature", metavar="FEATURE")
+    common(x, profile_required=False)
+    x.set_defaults(func=cmd_history)
     x = ps.add_parser("libvirt", help="agreement of the model with libvirt cputestdata (-enabled/-disabled bits)")
     x.add_argument("dir", metavar="DIR", help="folder with libvirt x86_64-cpuid-*.xml files")
     x.add_argument("--kernel", metavar="VER", default="6.12", help="policy to use (default 6.12)")
