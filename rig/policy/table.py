@@ -60,7 +60,7 @@ def rows(pols: list[Policy]) -> list[Row]:
             leaf, sub, reg, bit = loc
             names.setdefault(f.name, (f"0x{leaf:x}.{sub}.{reg}[{bit}]", f.word, f.bit, f.cpuinfo or "", (leaf, sub, reg, bit)))
     out = []
-    for name, (loc, word, bit, cpuinfo, key) in sorted(names.items(), key=lambda kv: kv[1][4]):
+    for name, (loc, word, bit, cpuinfo, _key) in sorted(names.items(), key=lambda kv: kv[1][4]):
         cells = tuple(handling(p, name) if name in p.features else "(no such flag)" for p in pols)
         out.append(Row(name, word, bit, loc, cpuinfo, cells))
     return out
@@ -80,8 +80,8 @@ def render(pols: list[Policy], fmt: str = "text") -> str:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in data)
         return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>KVM CPUID feature table</title>"
                 f"</head><body><table><tr>{cells}</tr>\n{body}</table></body></html>\n")
-    widths = [max(len(x) for x in col) for col in zip(heads, *data)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [heads, *data]) + "\n"
+    widths = [max(len(x) for x in col) for col in zip(heads, *data, strict=True)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [heads, *data]) + "\n"
 
 
 def history(feature: str, profile=None, params: dict[str, str] | None = None) -> str:
