@@ -98,3 +98,20 @@ def test_srso_flags_follow_kernel_version_and_mitigations_off(libvirt_data):
     assert not {"IBPB_BRTYPE", "SBPB"} & derive(prof.raw, p61, "quiet mitigations=off").features
     assert {"IBPB_BRTYPE", "SBPB"} <= derive(prof.raw, p73, "mitigations=off").features
     assert "SRSO" in derive(prof.raw, p61).bugs
+
+
+def test_every_imported_c_condition_has_a_meaning():
+    """Conditions the importer keeps as C (c("...")) must be given meaning by the overlay; otherwise the evaluator
+    takes them as false with a note -- fine for a user import, not for a shipped policy."""
+    import re
+
+    from rig.policy.store import entries
+
+    for e in entries():
+        if e.kind != "imported" or e.store != "shipped":
+            continue
+        pol = load_policy(e.name)
+        steps = list(pol.common) + [s for v in pol.vendors.values() for s in v]
+        atoms = {a for s in steps if s.cond for a in re.findall(r'c\("((?:[^"\\]|\\.)*)"\)', s.cond)}
+        missing = sorted(a for a in atoms if a not in pol.expressions)
+        assert not missing, (e.name, missing)
