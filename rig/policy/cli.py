@@ -61,6 +61,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"{p.label}: {why}")
     print(f"  source      {p.source.get('package', '?')} {p.source.get('package_version', '')} "
           f"(kernel {p.source.get('kernel_version', '?')})")
+    for key, label in (("kind", "from"), ("orig", "orig"), ("orig_sha256", "orig sha256"),
+                       ("debian_patches", "patches"), ("git_rev", "git rev"), ("git_commit", "git commit")):
+        if p.source.get(key):
+            print(f"  {label:<11} {p.source[key]}")
     print(f"  era         {p.era}; SYNTHESIZED_F: {p.synthesized or 'n/a'}; /proc/cpuinfo names: {p.cpuinfo_rule}")
     print(f"  words       {sum(w.kernel for w in p.words.values())} kernel, "
           f"{sum(not w.kernel for w in p.words.values())} KVM-only; {len(p.features)} features, {len(p.bugs)} bugs")
