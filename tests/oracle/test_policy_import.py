@@ -181,3 +181,19 @@ def test_import_from_git_revisions_without_checkout(tmp_path, capsys):
     capsys.readouterr()
     assert main(["policy", "import", str(repo), "--rev", "v9.99"]) == 2
     assert "no revision 'v9.99'" in capsys.readouterr().err
+
+
+def test_policy_get_as_a_user_runs_it(tmp_path, monkeypatch, capsys):
+    """`rig policy get`: a shipped series needs nothing; a series Debian has no source of (6.14) is an error naming
+    the git import that gets it; nothing is written to the user store in either case."""
+    from rig.cli import main
+
+    monkeypatch.setenv("RIG_CACHE_DIR", str(tmp_path))
+    assert main(["policy", "get", "6.18.15"]) == 0
+    assert "linux-6.18 is already shipped" in capsys.readouterr().out
+    rc = main(["policy", "get", "6.14"])
+    err = capsys.readouterr().err
+    if "network" in err or "cannot look up" in err:
+        pytest.skip(f"Debian archive not reachable: {err.strip()}")
+    assert rc == 2 and "rig policy import KERNEL_TREE --rev v6.14 --store" in err
+    assert not (tmp_path / "policies").exists()
