@@ -87,3 +87,12 @@ def test_vgif_parameter_on_max():
     assert on.kvm.supported.bit(0x8000000A, 0, "edx", 16) == 1 and off.kvm.supported.bit(0x8000000A, 0, "edx", 16) == 0
     pred = predict_supported(on, pol, {"kvm_amd.vgif": "0"})
     assert compare_supported(pred.table, off.kvm.supported, pol) == []
+
+
+def test_emulated_run_cases_on_a_stand_in_policy_are_marked_approximate():
+    """rig run on emulated:EPYC-Milan@6.16: the KVM-layer comparison uses the 6.16 stand-in, so the case says so."""
+    from rig.run.emulated import kvm_approximations
+
+    (a,) = kvm_approximations(HostProfile.load(DATA / "EPYC-Milan@6.16.json"))
+    assert "linux-6.16" in a and "linux-6.17" in a and "HAND-WRITTEN" in a
+    assert kvm_approximations(HostProfile.load(DATA / "EPYC-Milan@6.18.json")) == []
