@@ -67,3 +67,20 @@ def test_eibrs_pbrsb_and_amd_ibpb_ret(cpu):
     assert predict_supported(ice, load_policy("7.3")).table.bit(*AMD_IBPB_RET) == 0
     assert predict_supported(gnr, load_policy("7.3")).table.bit(*AMD_IBPB_RET) == 1
     assert predict_supported(ice, load_policy("6.12")).table.bit(*AMD_IBPB_RET) == 0
+
+
+def test_eibrs_pbrsb_on_the_other_recorded_intel_cpus(cpu):
+    """ARCH_CAPABILITIES recorded by libvirt: Sapphire Rapids w7-3465X (0x6ca8fdeb), Emerald Rapids Gold 6530
+    (0x6c28fdeb) and Alder Lake i7-1270P (0x1488fd6b) have IBRS_ALL without PBRSB_NO: bug.  Atom P5362 (Snow Ridge,
+    INTEL_ATOM_TREMONT_D 6/0x86) has IBRS_ALL without PBRSB_NO too, but cpu_vuln_whitelist exempts it."""
+    from rig.policy.kernelcaps import signature
+
+    pol = load_policy("7.3")
+    for name in ("Xeon-w7-3465X", "Xeon-Gold-6530", "Core-i7-1270P"):
+        k = kernel_caps(cpu(name), pol)
+        assert k.has("IBRS_ENHANCED") and k.has_bug("EIBRS_PBRSB"), name
+        assert predict_supported(cpu(name), pol).table.bit(*AMD_IBPB_RET) == 0, name
+    atom = cpu("Atom-P5362")
+    assert signature(atom.raw)[:2] == (6, 0x86)
+    k = kernel_caps(atom, pol)
+    assert k.has("IBRS_ENHANCED") and not k.has_bug("EIBRS_PBRSB")
