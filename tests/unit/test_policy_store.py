@@ -115,3 +115,22 @@ def test_every_imported_c_condition_has_a_meaning():
         atoms = {a for s in steps if s.cond for a in re.findall(r'c\("((?:[^"\\]|\\.)*)"\)', s.cond)}
         missing = sorted(a for a in atoms if a not in pol.expressions)
         assert not missing, (e.name, missing)
+
+
+@pytest.mark.parametrize("release,policy", [
+    ("6.12.57-cloud-amd64", "6.12"), ("7.3.4+deb13-cloud-amd64", "7.3"), ("5.10.0-32-cloud-amd64", "5.10"),
+    ("6.8.0-45-generic", "6.1"), ("5.14.0-427.13.1.el9_4.x86_64", "5.10"), ("6.6.1-arch1-1", "6.1"),
+    ("6.12-rc3", "6.12"), ("6.18.15+deb13-cloud-amd64", "6.18"), ("6.16.12+deb13-cloud-amd64", "6.16"),
+])
+def test_kernel_releases_select_a_policy(release, policy):
+    assert select(release)[0].name == policy
+
+
+@pytest.mark.parametrize("typo,suggestion", [("7.3-tsa-prefx", "7.3-tsa-prefix"), ("7.3-tsa", "7.3-tsa-prefix"),
+                                             ("6.18-tsa-fixd", "6.18-tsa-fixed"), ("7.3-tsa-prefix ", None)])
+def test_mistyped_policy_names_are_errors_with_suggestions(typo, suggestion):
+    if suggestion is None:  # surrounding blanks are not a typo
+        assert select(typo)[0].name == typo.strip()
+        return
+    with pytest.raises(PolicyError, match=f"did you mean {suggestion}"):
+        select(typo)
