@@ -51,8 +51,14 @@ def _choice(version: str) -> PolicyChoice:
 
 def cmd_list(args: argparse.Namespace) -> int:
     for e in entries():
-        rng = f" (kernels {'.'.join(map(str, e.range[0][:2]))}..)" if e.range else ""
-        print(f"linux-{e.name:<18} {e.kind:<9} {e.description}{rng}")
+        rng = ""
+        if e.range:
+            lo, hi = e.range
+            rng = f" [stands in for kernels {lo[0]}.{lo[1]}..{hi[0]}.{hi[1]}]"
+        elif e.kind == "variant":
+            rng = " [by name only]"
+        store = " (user store)" if e.store == "user" else ""
+        print(f"linux-{e.name:<18} {e.kind:<9}{store} {e.description}{rng}")
     return 0
 
 
