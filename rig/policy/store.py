@@ -106,9 +106,10 @@ def _entries_in(d: Path, store: str) -> list[Entry]:
                              data.get("description", ""), store))
         elif data.get("format") == FORMAT:
             src = data.get("source", {})
+            pkg = src.get("package", "?")
+            pkg = f"Debian source package {pkg}" if pkg == "linux" else pkg
             out.append(Entry(name, p, "imported", version_key(name),
-                             description=f"imported from {src.get('package', '?')} "
-                                         f"{src.get('package_version', '')}".strip(), store=store))
+                             description=f"imported from {pkg} {src.get('package_version', '')}".strip(), store=store))
     return out
 
 
