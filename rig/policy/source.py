@@ -285,4 +285,4 @@ def fetch_source_package(version: str, archive: DebianArchive | None = None) -> 
 #: the Debian series the committed policies are imported from (linux-source-SERIES binary packages)
 POLICY_SERIES: tuple[str, ...] = ("5.10", "6.1", "6.12", "7.2", "7.3")
 #: series imported from Debian source packages (no linux-source binary package): series -> upstream version
-SOURCE_PACKAGE_SERIES: dict[str, str] = {"6.17": "6.17.8", "6.18": "6.18.15"}
+SOURCE_PACKAGE_SERIES: dict[str, str] = {"6.17": "6.17.8", "6.18": "6.18.15", "6.19": "6.19.11"}

@@ -127,7 +127,7 @@ def test_kernel_releases_select_a_policy(release, policy):
 
 
 @pytest.mark.parametrize("typo,suggestion", [("7.3-tsa-prefx", "7.3-tsa-prefix"), ("7.3-tsa", "7.3-tsa-prefix"),
-                                             ("6.18-tsa-fixd", "6.18-tsa-fixed"), ("7.3-tsa-prefix ", None)])
+                                             ("6.19-tsa-fixd", "6.19-tsa-fixed"), ("7.3-tsa-prefix ", None)])
 def test_mistyped_policy_names_are_errors_with_suggestions(typo, suggestion):
     if suggestion is None:  # surrounding blanks are not a typo
         assert select(typo)[0].name == typo.strip()
