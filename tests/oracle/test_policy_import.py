@@ -48,12 +48,21 @@ def imported(source):
     return import_tree(source.tree)
 
 
+def _stable(text: str) -> str:
+    """The policy text without the neighbour patch-check sentence, which names the debian tarballs the archive
+    happens to serve today (a source package whose own tarball is not served); everything else must match."""
+    d = json.loads(text)
+    if "not checked directly" in d["source"].get("debian_patches", ""):
+        d["source"]["debian_patches"] = "(served neighbours)"
+    return json.dumps(d, indent=1)
+
+
 def test_import_reproduces_committed_policy(source, imported):
     pol = imported
     committed = resources.files("rig.policy").joinpath(f"data/linux-{source.series}.json").read_text()
     assert pol.version == source.series
     assert pol.source["package_version"] == source.package_version
-    assert pol.dumps() == committed, (
+    assert _stable(pol.dumps()) == _stable(committed), (
         f"rig/policy/data/linux-{source.series}.json is stale: regenerate with "
         f"`rig policy import {source.tree} -o rig/policy/data/linux-{source.series}.json`")
 
@@ -103,7 +112,7 @@ def test_cli_fetch_and_import_as_a_user_runs_them(source, tmp_path, capsys):
     dest = tmp_path / f"linux-{source.series}.json"
     assert main(["policy", "import", str(source.tree), "-o", str(dest)]) == 0
     committed = resources.files("rig.policy").joinpath(f"data/linux-{source.series}.json").read_text()
-    assert dest.read_text() == committed
+    assert _stable(dest.read_text()) == _stable(committed)
 
 
 def test_source_package_provenance_is_recorded(source, imported):
@@ -112,7 +121,8 @@ def test_source_package_provenance_is_recorded(source, imported):
         pytest.skip("a linux-source package (Debian patches already applied)")
     src = imported.source
     assert src["orig"] == f"linux_{src['kernel_version']}.orig.tar.xz" and len(src["orig_sha256"]) == 64
-    assert "debian/patches" in src["debian_patches"] or "not checked" in src["debian_patches"]
+    # own debian tarball checked, or (not served) every debian tarball the archive serves, none modifying them
+    assert "debian/patches" in src["debian_patches"] or "modify none of the imported files" in src["debian_patches"]
     assert (source.tree / "Makefile").exists()
 
 
