@@ -162,7 +162,7 @@ def fetch_source(series: str, archive: DebianArchive | None = None, *, version: 
         vs = [v for v in vs if v.version == version]
     if not vs:
         raise SourceError(f"no {package}{'=' + version if version else ''} in the configured Debian suites",
-                          hint="series with a linux-source package: 5.10 (bullseye), 6.1, 6.12, 7.x; for 6.17/6.18 the rig imports "
+                          hint="series with a linux-source package: 5.10 (bullseye), 6.1, 6.12, 7.x; for 6.17-6.19 the rig imports "
                           "the Debian source package (`rig policy get 6.18`)")
     pv = vs[0]
     key = cache.digest([KIND, package, pv.version, *FILES])

@@ -207,3 +207,32 @@ def test_policy_get_as_a_user_runs_it(tmp_path, monkeypatch, capsys):
         pytest.skip(f"Debian archive not reachable: {err.strip()}")
     assert rc == 2 and "rig policy import KERNEL_TREE --rev v6.14 --store" in err
     assert not (tmp_path / "policies").exists()
+
+
+def test_policy_get_imports_into_the_user_store(tmp_path, monkeypatch, capsys):
+    """The success path of `rig policy get`, on a rig whose shipped set lacks 6.19: Debian's source package linux
+    6.19.11 is fetched and imported into the user store, and `policy check --kernel 6.19.11` then uses it exactly."""
+    import shutil
+
+    from rig.cli import main
+    from rig.policy import getpolicy, store
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name in ("linux.overlay.json", "linux-7.3.json"):
+        shutil.copy(store.data_dir() / name, shipped / name)
+    real_shipped = store.data_dir()
+    monkeypatch.setattr(store, "data_dir", lambda: shipped)
+    monkeypatch.setattr(getpolicy, "data_dir", lambda: shipped)
+    monkeypatch.setattr(store, "user_dir", lambda: tmp_path / "user")
+    monkeypatch.setattr(getpolicy, "user_dir", lambda: tmp_path / "user")
+    try:
+        rc = main(["policy", "get", "6.19"])
+    except (SourceError, DebianError) as e:
+        pytest.skip(f"Debian's 6.19 source not fetchable here: {e}")
+    out, err = capsys.readouterr()
+    assert rc == 0 and "into the user store" in out and "rig policy get: importing linux 6.19.11" in err
+    got = (tmp_path / "user" / "linux-6.19.json").read_text()
+    assert _stable(got) == _stable((real_shipped / "linux-6.19.json").read_text())
+    ch = store.resolve_policy("6.19.11+deb13-cloud-amd64")
+    assert ch.exact and ch.entry.store == "user" and ch.policy.synthesized == "prefix"
