@@ -197,8 +197,10 @@ def test_policy_get_as_a_user_runs_it(tmp_path, monkeypatch, capsys):
     """`rig policy get`: a shipped series needs nothing; a series Debian has no source of (6.14) is an error naming
     the git import that gets it; nothing is written to the user store in either case."""
     from rig.cli import main
+    from rig.policy import getpolicy, store
 
-    monkeypatch.setenv("RIG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(store, "user_dir", lambda: tmp_path / "policies")
+    monkeypatch.setattr(getpolicy, "user_dir", lambda: tmp_path / "policies")
     assert main(["policy", "get", "6.18.15"]) == 0
     assert "linux-6.18 is already shipped" in capsys.readouterr().out
     rc = main(["policy", "get", "6.14"])
