@@ -11,6 +11,7 @@ APT_PACKAGES=(
     xz-utils zstd lz4    # Debian kernel modules / linux-source / kernel images (6.1: lz4) are compressed
     debootstrap e2fsprogs openssh-client  # the SSH guest image
     gcc make binutils libc6-dev  # the guest probe is built from source
+    git                  # rig policy import TREE --rev REV (and its test) reads kernel git revisions
     python3-venv
 )
 
