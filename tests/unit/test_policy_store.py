@@ -134,3 +134,20 @@ def test_mistyped_policy_names_are_errors_with_suggestions(typo, suggestion):
         return
     with pytest.raises(PolicyError, match=f"did you mean {suggestion}"):
         select(typo)
+
+
+def test_5_10_policy_has_the_facts_of_its_source():
+    """Debian 5.10.223 (arch/x86/kvm/cpuid.c, cpuid.h, svm/svm.c, kernel/fpu/xstate.c), read by hand:
+    reverse_cpuid[] in cpuid.h and no KVM-only words; leaf 0 capped at 0x1f, 0x80000000 at 0x8000001f, leaf 7 at
+    subleaf 1 (min(entry->eax, 1u)); 0x80000008.EAX[7:0] = GuestPhysAddrSize when set and NPT on; the kvm_amd
+    parameter npt (an int) decides npt_enabled; xsave_cpuid_features[] positional (index 9 = PKU); no TSA bits."""
+    p = load_policy("5.10")
+    assert (p.era, p.synthesized, p.common_function) == ("cap_mask", None, "kvm_set_cpu_caps")
+    assert all(w.kernel for w in p.words.values())
+    assert (p.leaves["max_basic"], p.leaves["max_extended"], p.leaves["leaf7_max_subleaf"]) == (0x1F, 0x8000001F, 1)
+    assert p.leaves["g_phys_as"] == "legacy" and "0x80000021" not in p.leaves["cases"]
+    assert p.module_params["svm"]["npt_enabled"]["param"] == "npt"
+    assert p.leaves["xfeature_needs"]["9"] == "PKU" and p.leaves["xfeature_needs"]["3"] == "MPX"
+    assert "TSA_SQ_NO" not in p.features
+    la57 = next(s for s in p.common if s.feature == "LA57")
+    assert la57.op == "set" and la57.cond == "raw(LA57)"  # if (cpuid_ecx(7) & F(LA57))
