@@ -12,6 +12,7 @@ APT_PACKAGES=(
     debootstrap e2fsprogs openssh-client  # the SSH guest image
     gcc make binutils libc6-dev  # the guest probe is built from source
     dpkg-dev             # dpkg-source: QEMU source packages for `rig qemu facts import` (tests)
+    git                  # rig policy import TREE --rev REV (and its test) reads kernel git revisions
     python3-venv
     chromium             # headless browser: the HTML report's browser test and bench/bench_report.py
 )

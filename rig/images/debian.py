@@ -73,6 +73,8 @@ class DebianArchive:
     root: Path
     uri: str
     suites: tuple[str, ...] = SUITES
+    #: "deb" (binary packages) or "deb-src" (source packages: ``apt-get source``)
+    kind: str = "deb"
 
     @classmethod
     def default(cls) -> DebianArchive:
@@ -97,12 +99,13 @@ class DebianArchive:
         (self.root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
         (self.root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
         signed = f"[signed-by={KEYRING}] " if Path(KEYRING).exists() else ""
-        text = "".join(f"deb {signed}{self.uri} {s} main\n" for s in self.suites)
+        text = "".join(f"{self.kind} {signed}{self.uri} {s} main\n" for s in self.suites)
         p = self.root / "sources.list"
         if not p.exists() or p.read_text() != text:
             p.write_text(text)
-            for f in (self.root / "lists").glob("*_Packages*"):
+            for f in [*(self.root / "lists").glob("*_Packages*"), *(self.root / "lists").glob("*_Sources*")]:
                 f.unlink()
+            (self.root / "lists" / ".updated").unlink(missing_ok=True)  # new suites: the lists must be fetched
 
     def _run(self, tool: str, args: list[str], *, cwd: Path | None = None, what: str) -> str:
         if shutil.which(tool) is None:
@@ -159,6 +162,49 @@ class DebianArchive:
         if not new:
             raise DebianError(f"apt-get download {spec} produced no .deb in {dest}")
         return max(new, key=lambda p: p.stat().st_mtime)
+
+    def source_files(self, package: str, version: str, *, dest: Path,
+                     diff_only: bool = False) -> dict[str, tuple[str, Path | None]]:
+        """``apt-get source --download-only PACKAGE=VERSION`` (a ``deb-src`` archive) into ``dest``.
+
+        Returns every file the Sources index lists for that version, mapped to
+        (its SHA256 in the index, its path when downloaded and matching, else
+        None: the archive did not serve it; mirrors may lack some parts).
+        """
+        import hashlib
+
+        if self.kind != "deb-src":
+            raise DebianError("source_files() needs a deb-src archive")
+        self.update()
+        dest.mkdir(parents=True, exist_ok=True)
+        spec = f"{package}={version}"
+        listing = self._run("apt-get", ["-qq", "source", "--print-uris", spec], cwd=dest,
+                            what=f"apt-get source --print-uris {spec}")
+        wanted = {}
+        for line in listing.splitlines():
+            m = re.match(r"^'[^']+'\s+(\S+)\s+\d+\s+SHA256:([0-9a-f]{64})", line)
+            if m and (not diff_only or re.search(r"\.(debian\.tar\.\w+|diff\.gz)$", m.group(1))):
+                wanted[m.group(1)] = m.group(2)
+        if not wanted:
+            raise DebianError(f"apt-get source --print-uris {spec}: no files listed")
+        missing = [n for n in wanted if not (dest / n).exists()]
+        if missing:
+            subprocess.run(["apt-get", *self._options(), "-qq", "source", "--download-only",
+                            *(["--diff-only"] if diff_only else []), spec], cwd=dest, capture_output=True, text=True)
+        out: dict[str, tuple[str, Path | None]] = {}
+        for name, sha in wanted.items():
+            p = dest / name
+            ok = False
+            if p.exists():
+                h = hashlib.sha256()
+                with p.open("rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                ok = h.hexdigest() == sha
+                if not ok:
+                    p.unlink()
+            out[name] = (sha, p if ok else None)
+        return out
 
     @staticmethod
     def extract(deb: Path, into: Path) -> Path:

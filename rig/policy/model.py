@@ -346,7 +346,7 @@ _LEAF_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{k: ((lambda v: isinstance(v, str) and bool(_HEX.match(v))), "a hex string such as \"0x602ff\"") for k in (
         "xcr0_mask", "xss_mask", "kernel_xfeatures")},
     **{k: ((lambda v: isinstance(v, str)), "a string") for k in ("src", "ext7_edx", "ext21_ebx", "xtile_filter")},
-    "g_phys_as": ((lambda v: isinstance(v, bool)), "true or false"),
+    "g_phys_as": ((lambda v: isinstance(v, bool) or v == "legacy"), "true, false or \"legacy\" (before 5.18)"),
     "cases": ((lambda v: isinstance(v, list) and all(isinstance(x, str) and _HEX.match(x) for x in v)),
               "a list of hex leaf strings"),
     "override_words": ((lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)), "a list of word names"),

@@ -64,9 +64,10 @@ def _native_kvm() -> tuple[CpuidTable, CpuidTable | None]:
 
 
 @lru_cache(maxsize=8)
-def _simulated_kvm(spec: str) -> tuple[CpuidTable, CpuidTable]:
+def _simulated_choice(spec: str) -> tuple[Any, Any]:
+    """(host profile, rig.policy.PolicyChoice) of a ``simulate:PROFILE[@KERNEL]`` host."""
     from ..host.profile import HostProfile
-    from ..policy import load_policy, predict_supported
+    from ..policy import resolve_policy
 
     rest = spec.split(":", 1)[1] if ":" in spec else ""
     if not rest:
@@ -76,7 +77,23 @@ def _simulated_kvm(spec: str) -> tuple[CpuidTable, CpuidTable]:
     version = kernel or profile.kernel.release
     if not version:
         raise CasePredictionError(f"{path}: the profile has no kernel release; give one as simulate:{path}@6.12")
-    return predict_supported(profile, load_policy(version)).table, profile.raw
+    return profile, resolve_policy(version)
+
+
+@lru_cache(maxsize=8)
+def _simulated_kvm(spec: str) -> tuple[CpuidTable, CpuidTable]:
+    from ..policy import predict_supported
+
+    profile, choice = _simulated_choice(spec)
+    return predict_supported(profile, choice.policy).table, profile.raw
+
+
+def kvm_approximations(case: Any) -> tuple[str, ...]:
+    """Sentences saying which KVM-policy inputs of ``case`` are approximate (a kernel with no exact policy)."""
+    if case.accel != "kvm" or not case.host.startswith("simulate"):
+        return ()
+    _profile, choice = _simulated_choice(case.host)
+    return (f"KVM policy: {choice.approximation}",) if choice.approximation else ()
 
 
 def kvm_inputs(host: str) -> tuple[CpuidTable, CpuidTable | None]:
@@ -89,7 +106,7 @@ def kvm_inputs(host: str) -> tuple[CpuidTable, CpuidTable | None]:
                               "(it passes L1's measured KVM_GET_SUPPORTED_CPUID to rig.qemu.model.predict_guest)")
 
 
-def case_approximations(case: Any) -> list[str]:
+def qemu_approximations(case: Any) -> list[str]:
     """What any prediction of ``case`` rests on that is not its own input (the facts of another QEMU series),
     also when the model cannot predict the case at all (e.g. a feature the nearest series lacks)."""
     from .facts import version_data
@@ -99,6 +116,15 @@ def case_approximations(case: Any) -> list[str]:
         return version_data(binary.version).approximations()
     except RigError:
         return []
+
+
+def case_approximations(case: Any) -> list[str]:
+    """Every approximate model input of ``case``: the QEMU layer's and the KVM policy's."""
+    try:
+        kvm = list(kvm_approximations(case))
+    except RigError:
+        kvm = []
+    return [*qemu_approximations(case), *kvm]
 
 
 def predict_case_full(case: Any) -> QemuPrediction:

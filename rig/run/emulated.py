@@ -45,6 +45,17 @@ def kvm_prediction(profile: Any) -> tuple[CpuidTable | None, str]:
         return None, f"no KVM prediction: {e}"
 
 
+def kvm_approximations(profile: Any) -> list[str]:
+    """The policy's approximation sentence when L1's kernel has no exact KVM policy (the case is then 'approximate')."""
+    try:
+        from ..policy import resolve_policy
+
+        choice = resolve_policy(profile.kernel.release if profile.kernel else "")
+    except (ImportError, RigError):
+        return []
+    return [f"KVM policy: {choice.approximation}"] if choice.approximation else []
+
+
 def l2_prediction(case: Case, machine: str, profile: Any) -> tuple[CpuidTable | None, str]:
     """The QEMU model's configured view of an L2 case on L1's measured KVM (the L2 QEMU is the system build)."""
     try:
@@ -142,6 +153,8 @@ class EmulatedGroup:
 
             mode = observed_mode(observed)
             result.words = words_of(comparison.scope, predicted, configured, observed.get(mode) if mode else None)
+            if kvm_pred is not None:
+                result.approximations = kvm_approximations(host.profile)
             notes = "; ".join(n for n in (pred_note, kvm_note) if n)
             if notes and outcome == "ok":
                 result.message = f"{message}; {notes}"

@@ -217,6 +217,7 @@ def case_result(ctx: RunContext, case: Case, workdir: Path, binary: QemuBinary, 
     result.words = words_of(comparison.scope, pred.table, configured, observed.get(mode) if mode else None)
     if pred.note and outcome == "ok":
         result.message = f"{result.message}; {pred.note}" if result.message else pred.note
+    result.approximations = list(pred.approximations)
     write_json(workdir / "views.json", {
         "predicted": _table_json(pred.table), "configured": _table_json(configured),
         "filtered": _table_json(qmp.filtered_features), "predicted_filtered": _table_json(pred.filtered),

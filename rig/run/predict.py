@@ -22,7 +22,7 @@ from typing import Any
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
 from ..matrix.model import Case
-from ..qemu.casepredict import case_approximations, predict_case_full
+from ..qemu.casepredict import case_approximations, kvm_approximations, predict_case_full
 
 #: fn(case, qemu_version, expansion) -> CpuidTable | None
 PredictFn = Callable[[Case, str, dict | None], CpuidTable | None]
@@ -53,6 +53,7 @@ class Predictor:
             if self._fn is not None:
                 return Prediction(self._fn(case, qemu_version, expansion))
             p = predict_case_full(case)
-            return Prediction(p.with_levels(), filtered=p.filtered, approximations=tuple(p.approximations))
+            return Prediction(p.with_levels(), filtered=p.filtered,
+                              approximations=(*p.approximations, *kvm_approximations(case)))
         except RigError as e:
             return Prediction(None, f"no prediction: {e}", approximations=tuple(case_approximations(case)))

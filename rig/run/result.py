@@ -8,7 +8,9 @@ Verdicts:
 * ``expected`` -- only expected differences (known bugs, host quirks, or an
   outcome listed as a known issue), none in the matrix's ``fail_on``;
 * ``fail``     -- at least one unexpected finding or outcome (listed in ``unexpected``);
-* ``error``    -- the rig itself failed on this case (``rig-error``; a bug or setup problem).
+* ``error``    -- the rig itself failed on this case (``rig-error``; a bug or setup problem);
+* ``approximate`` -- would be ``pass``, but the prediction used an approximate model
+  input (``approximations`` says which and how to get the exact one).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class CaseResult:
     finished_at: str = ""
     #: case directory relative to the run directory
     artifacts: str = ""
-    #: sentences naming what the prediction used in place of the case's own input (see rig.run.predict)
+    #: approximate model inputs of the prediction (rig.run.predict.Prediction.approximations)
     approximations: list[str] = field(default_factory=list)
 
     @property
@@ -95,6 +97,8 @@ def judge(result: CaseResult, fail_on: Iterable[str]) -> CaseResult:
         result.verdict = "expected"
     elif result.approximations:
         result.verdict = "approximate"
+        missing = [f"APPROXIMATE: {a}" for a in result.approximations if a not in result.message]
+        result.message = "; ".join([result.message, *missing] if result.message else missing)
     else:
         result.verdict = "pass"
     return result

@@ -516,7 +516,7 @@ def policy_dir(tmp_path_factory) -> Path:
 @given(st.sampled_from(sorted(POLICY_FILES)).flatmap(
     lambda n: st.tuples(st.just(n), mutated_tree(POLICY_FILES[n], json_values))))
 def test_policy_files(fuzz_tally, work, policy_dir, capsys, monkeypatch, named):
-    """A policy directory (RIG_POLICY_DIR) with one shipped file mutated: loading it, and `rig policy predict`
+    """A policy directory (in place of the shipped one) with one shipped file mutated: loading it, and `rig policy predict`
     with it, give a result or one line."""
     from rig.policy import store
 
@@ -524,7 +524,7 @@ def test_policy_files(fuzz_tally, work, policy_dir, capsys, monkeypatch, named):
     for n in POLICY_FILES:  # the others as shipped
         shutil.copyfile(POLICY_DATA / n, policy_dir / n)
     (policy_dir / name).write_text(json.dumps(tree))
-    monkeypatch.setenv("RIG_POLICY_DIR", str(policy_dir))
+    monkeypatch.setattr(store, "data_dir", lambda: policy_dir)
     store._load_entry.cache_clear()
     try:
         version = "7.3.4" if "tsa" in name else "6.12"
@@ -710,7 +710,7 @@ def test_found_policy_variant_crashes(tmp_path, monkeypatch, capsys, change, mes
     shutil.copytree(POLICY_DATA, d)
     variant = d / "linux-7.3-tsa-prefix.json"
     variant.write_text(json.dumps({**json.loads(variant.read_text()), **change}))
-    monkeypatch.setenv("RIG_POLICY_DIR", str(d))
+    monkeypatch.setattr(store, "data_dir", lambda: d)
     store._load_entry.cache_clear()
     try:
         assert main(["policy", "show", "7.3-tsa-prefix"]) == 2
