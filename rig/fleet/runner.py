@@ -16,11 +16,11 @@ from ..matrix.expand import expand
 from ..matrix.load import load_matrix
 from ..matrix.model import Case
 from ..matrix.select import select
-from ..run.driver import default_jobs, execute, finish, prepare
+from ..run.driver import Interrupted, default_jobs, execute, finish, prepare
 from ..run.progress import Progress
 from ..run.result import CaseResult
 
-__all__ = ["Case", "CaseResult", "default_jobs", "expected_shards", "matrix_sha256", "result_from_json",
+__all__ = ["Case", "CaseResult", "Interrupted", "default_jobs", "expected_shards", "matrix_sha256", "result_from_json",
            "run_shard", "system_qemu_version"]
 
 

@@ -74,6 +74,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         if r.verdict in ("fail", "error") or args.verbose:
             print(f"  {r.verdict:8} {r.id}: {r.outcome}" + (f"; {'; '.join(r.unexpected)}" if r.unexpected else ""))
     print(f"report: {paths.html}\njson:   {paths.json}\njunit:  {paths.junit}")
+    if args.kcidb:
+        from ..report.kcidb import run_document, write_kcidb
+
+        write_kcidb(args.kcidb, run_document(rd.path, rd.read_info(), results))
+        print(f"kcidb:  {args.kcidb}")
     return 0
 
 
@@ -129,6 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="write the reports here instead of the run directory")
     p.add_argument("-v", "--verbose", action="store_true", help="list every case")
+    p.add_argument("--kcidb", type=Path, metavar="FILE", help="also write the results as KCIDB v5 JSON")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("repro", help="write a standalone shell script + probe image reproducing a case with plain QEMU")
