@@ -98,6 +98,23 @@ def cmd_history(args: argparse.Namespace) -> int:
     from ..history.db import History, format_diff
 
     with History(args.db) as db:
+        if args.nightly:
+            nightly = db.latest_nightly() if args.nightly == "latest" else args.nightly
+            rows = db.nightly_runs(nightly) if nightly else []
+            if args.host:
+                rows = [r for r in rows if r.host_key.startswith(args.host)]
+            if not rows:
+                raise RigError(f"{db.path}: no fleet nightly {args.nightly!r}" + (f" for class {args.host}" if args.host else ""),
+                               hint="`rig fleet status --db URL` lists nightlies")
+            for row in rows:  # what changed since the previous nightly, per host class
+                old = db.previous(row)
+                if old is None:
+                    print(f"nightly {nightly}, class {row.host_key}: the first nightly of matrix {row.matrix} "
+                          "for this class; nothing to compare with")
+                else:
+                    print(f"nightly {nightly}, class {row.host_key}, against nightly {old.nightly or old.run_dir}:")
+                    print(format_diff(db.diff_runs(old, row)))
+            return 0
         runs = db.runs(host=args.host, matrix=args.matrix)
         if not runs:
             raise RigError(f"{db.path}: no runs recorded" + (f" for host {args.host}" if args.host else ""),
@@ -144,9 +161,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_repro)
 
     p = sub.add_parser("history", help="what changed against the previous run on the same host")
-    p.add_argument("--db", type=Path, help="history database (default: <cache>/history.sqlite)")
+    p.add_argument("--db", metavar="PATH|URL",
+                   help="history database: a path / sqlite:///PATH, or postgresql://... (default: <cache>/history.sqlite)")
     p.add_argument("--list", action="store_true", help="list recorded runs")
-    p.add_argument("--host", help="host key or fingerprint prefix")
+    p.add_argument("--nightly", metavar="ID|latest",
+                   help="a fleet nightly: what changed since the previous nightly, per host class")
+    p.add_argument("--host", help="host key (or fleet host class) or fingerprint prefix")
     p.add_argument("--matrix", help="matrix name")
     p.add_argument("--run", type=int, help="run id to show (default: the latest)")
     p.add_argument("--against", type=int, help="compare with this run id (default: the previous run on the same host)")
