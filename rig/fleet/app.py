@@ -37,13 +37,14 @@ class ShardSpec:
     shard: str
     matrix_path: str
     matrix_sha256: str
+    k: str | None = None  # the -k selection of the submit, if any
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ShardSpec:
-        return cls(d["nightly"], d["host_class"], d["shard"], d["matrix_path"], d["matrix_sha256"])
+        return cls(d["nightly"], d["host_class"], d["shard"], d["matrix_path"], d["matrix_sha256"], d.get("k"))
 
 
 @dataclass(frozen=True)

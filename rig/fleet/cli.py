@@ -88,7 +88,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     app = make_app(broker)
     with FleetStore(db) as store:
         n = submit(app, store, args.matrix.resolve(), classes=classes, shards=args.shards, deadline_min=args.deadline,
-                   nightly_id=args.nightly_id)
+                   nightly_id=args.nightly_id, k=args.k)
         shards = store.shards(n.id)
         print(f"nightly {n.id}: matrix {n.matrix}, {len(shards)} shard(s) queued for "
               f"{len(store.classes(n.id))} class(es)" + (f", deadline {utc(n.deadline_at)}" if n.deadline_at else ""),
@@ -210,6 +210,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", action="store_true", help="show progress per class until done, then the summary")
     p.add_argument("--deadline", type=_minutes, metavar="MINUTES",
                    help="cases not stored by then are recorded as missing (and shards not started are dropped)")
+    p.add_argument("-k", metavar="EXPR", help="only the cases selected by EXPR (as `rig run -k`)")
     p.add_argument("--nightly-id", help="the nightly's id (default: MATRIX-YYYYmmdd-HHMMSS-XXXX)")
     p.set_defaults(func=cmd_submit)
 

@@ -8,6 +8,8 @@ worker, minus the cases already stored in the fleet's history.
 from __future__ import annotations
 
 import hashlib
+import signal
+import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,11 @@ def matrix_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def expected_shards(matrix_path: Path, shards: int) -> tuple[str, dict[str, list[Case]]]:
-    """The matrix's name and its cases per shard ``"i/n"`` (the same selection as ``rig run --shard``)."""
+def expected_shards(matrix_path: Path, shards: int, k: str | None = None) -> tuple[str, dict[str, list[Case]]]:
+    """The matrix's name and its cases per shard ``"i/n"`` (the same selection as ``rig run -k K --shard``)."""
     matrix = load_matrix(matrix_path)
     cases = expand(matrix)
-    return matrix.name, {f"{i}/{shards}": select(cases, shard=(i, shards)) for i in range(1, shards + 1)}
+    return matrix.name, {f"{i}/{shards}": select(cases, k=k, shard=(i, shards)) for i in range(1, shards + 1)}
 
 
 def result_from_json(d: dict[str, Any]) -> CaseResult:
@@ -49,14 +51,23 @@ class _Hook(Progress):
         super().__call__(r)
 
 
-def run_shard(matrix_path: Path, shard: str, *, exclude: Collection[str], out: Path, jobs: int | None,
-              on_result: Callable[[CaseResult], None]) -> tuple[Path, list[CaseResult]]:
+def run_shard(matrix_path: Path, shard: str, *, k: str | None = None, exclude: Collection[str], out: Path,
+              jobs: int | None, on_result: Callable[[CaseResult], None]) -> tuple[Path, list[CaseResult]]:
     """Run the shard's cases not in ``exclude``; ``on_result`` sees each case as it finishes.
-    Returns the run directory and every result of this attempt."""
-    plan = prepare(matrix_path, shard=shard, exclude=exclude, out=out,
-                   argv=["rig", "fleet", "worker", str(matrix_path), "--shard", shard])
-    results = execute(plan, jobs=jobs, progress=_Hook(len(plan.cases), plan.resumed, on_result))
-    finish(plan, results, history=False)  # the reports of this attempt, kept beside its artifacts
+    Returns the run directory and every result of this attempt.
+
+    The run installs its own SIGTERM/SIGHUP handlers (a clean stop, no QEMU left); the worker's are
+    put back afterwards, so a SIGTERM that interrupted the shard still stops the worker."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        plan = prepare(matrix_path, k=k, shard=shard, exclude=exclude, out=out,
+                       argv=["rig", "fleet", "worker", str(matrix_path), "--shard", shard] + (["-k", k] if k else []))
+        results = execute(plan, jobs=jobs, progress=_Hook(len(plan.cases), plan.resumed, on_result))
+        finish(plan, results, history=False)  # the reports of this attempt, kept beside its artifacts
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(sig, handler)
     return plan.rundir.path, results
 
 

@@ -17,10 +17,14 @@ from .runner import expected_shards, matrix_sha256
 from .store import ClassProgress, FleetError, FleetStore, Nightly
 
 
-def plan_nightly(matrix: Path, classes: list[str], shards: int) -> tuple[str, dict[str, dict[str, list[str]]]]:
+def plan_nightly(matrix: Path, classes: list[str], shards: int,
+                 k: str | None = None) -> tuple[str, dict[str, dict[str, list[str]]]]:
     """The matrix's name and host class -> shard -> case ids.  Native cases go to every class given;
     cases on emulated hosts to their own class, once."""
-    name, per_shard = expected_shards(matrix, shards)
+    name, per_shard = expected_shards(matrix, shards, k)
+    if not any(per_shard.values()):
+        raise FleetError(f"{matrix}: no cases selected" + (f" by -k {k!r}" if k else ""),
+                         hint="`rig run --list MATRIX [-k EXPR]` shows the cases")
     plan: dict[str, dict[str, list[str]]] = {}
     native = 0
     for shard, cases in per_shard.items():
@@ -37,8 +41,8 @@ def plan_nightly(matrix: Path, classes: list[str], shards: int) -> tuple[str, di
 
 
 def submit(app: Celery, store: FleetStore, matrix: Path, *, classes: list[str], shards: int,
-           deadline_min: float | None, nightly_id: str | None = None) -> Nightly:
-    name, plan = plan_nightly(matrix, classes, shards)
+           deadline_min: float | None, nightly_id: str | None = None, k: str | None = None) -> Nightly:
+    name, plan = plan_nightly(matrix, classes, shards, k)
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=3)
@@ -52,7 +56,7 @@ def submit(app: Celery, store: FleetStore, matrix: Path, *, classes: list[str], 
     for cls, per_shard in plan.items():
         for shard, ids in per_shard.items():
             if ids:
-                send_shard(app, ShardSpec(nid, cls, shard, str(matrix), n.matrix_sha256), expires=n.deadline_at)
+                send_shard(app, ShardSpec(nid, cls, shard, str(matrix), n.matrix_sha256, k), expires=n.deadline_at)
     return n
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -102,9 +104,10 @@ def run_shard_task(task: Any, spec_json: dict[str, Any]) -> dict[str, Any]:
         beat = _Heartbeat(cfg.db, n, cls, shard, cfg.name)
         beat.start()
         try:
-            _, results = run_shard(matrix, shard, exclude=stored, out=out, jobs=cfg.jobs, on_result=keep)
-        except Interrupted as e:  # SIGTERM: give the shard back; its finished cases are stored
+            _, results = run_shard(matrix, shard, k=spec.k, exclude=stored, out=out, jobs=cfg.jobs, on_result=keep)
+        except Interrupted as e:  # SIGTERM: give the shard back (its finished cases are stored), then stop
             store.release_shard(n, cls, shard, cfg.name, "queued")
+            os.kill(os.getpid(), signal.SIGTERM)  # to the worker's own handler: a warm shutdown after this task
             raise Reject(str(e), requeue=True) from None
         except RigError as e:
             store.event(n, cls, shard, cfg.name, cfg.host_class, "failed", f"{e}")
