@@ -59,7 +59,7 @@ def bench_fleet(matrix: str, k: str | None, shards: int, tmp: Path) -> tuple[int
         after = load()
         if p.returncode not in (0, 1):
             raise SystemExit(f"fleet submit failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-        line = next(x for x in p.stdout.splitlines() if x.strip().startswith("bench:"))
+        line = [x for x in p.stdout.splitlines() if x.strip().startswith("bench:")][-1]  # the closing summary
         cases = int(line.split(":")[1].split("/")[0])
         return cases, dt, before, after
     finally:
