@@ -48,9 +48,14 @@ def bench_fleet(matrix: str, k: str | None, shards: int, tmp: Path) -> tuple[int
             log = open(tmp / f"worker{i}.log", "w")
             workers.append(subprocess.Popen(
                 [sys.executable, "-m", "rig.cli", "fleet", "worker", "--broker", redis.url, "--db", pg.url,
-                 "--class", "bench", "--jobs", "1", "--name", f"w{i}", "--workdir", str(tmp / f"w{i}")],
+                 "--class", "bench", "--jobs", "1", "--name", f"w{i}", "--workdir", str(tmp / f"w{i}"),
+                 "--loglevel", "INFO"],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO))
-        time.sleep(3)  # both workers connected before the clock starts
+        end = time.monotonic() + 300  # both workers consuming before the clock starts
+        while not all(" ready." in (tmp / f"worker{i}.log").read_text() for i in (1, 2)):
+            if time.monotonic() > end or any(w.poll() is not None for w in workers):
+                raise SystemExit(f"the workers did not start; logs in {tmp}")
+            time.sleep(0.2)
         before = load()
         t0 = time.monotonic()
         p = rig("fleet", "submit", matrix, "--broker", redis.url, "--db", pg.url, "--classes", "bench",
