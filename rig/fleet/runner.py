@@ -26,8 +26,26 @@ __all__ = ["Case", "CaseResult", "Interrupted", "default_jobs", "expected_shards
            "run_shard", "system_qemu_version"]
 
 
+#: the rig's source tree: matrices inside it travel as paths relative to it (workers' checkouts may be elsewhere)
+RIG_TREE = Path(__file__).resolve().parents[2]
+
+
 def matrix_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def matrix_reference(path: Path) -> str:
+    """How a task names the matrix: relative to the rig's tree when inside it, else the absolute path."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(RIG_TREE))
+    except ValueError:
+        return str(path)
+
+
+def matrix_from_reference(ref: str) -> Path:
+    p = Path(ref)
+    return p if p.is_absolute() else RIG_TREE / p
 
 
 def expected_shards(matrix_path: Path, shards: int, k: str | None = None) -> tuple[str, dict[str, list[Case]]]:

@@ -13,7 +13,7 @@ from celery import Celery
 from ..errors import RigError
 from .app import ShardSpec, send_shard
 from .hostclass import class_of_case_host
-from .runner import expected_shards, matrix_sha256
+from .runner import expected_shards, matrix_reference, matrix_sha256
 from .store import ClassProgress, FleetError, FleetStore, Nightly
 
 
@@ -50,13 +50,13 @@ def submit(app: Celery, store: FleetStore, matrix: Path, *, classes: list[str], 
         raise RigError(f"broker {app.conf.broker_url}: cannot connect: {e}", hint="check --broker and that Redis runs") from None
     now = time.time()
     nid = nightly_id or f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}-{secrets.token_hex(2)}"
-    n = Nightly(nid, name, str(matrix), matrix_sha256(matrix), shards, now,
+    n = Nightly(nid, name, matrix_reference(matrix), matrix_sha256(matrix), shards, now,
                 now + deadline_min * 60 if deadline_min is not None else None, None)
     store.create_nightly(n, plan)
     for cls, per_shard in plan.items():
         for shard, ids in per_shard.items():
             if ids:
-                send_shard(app, ShardSpec(nid, cls, shard, str(matrix), n.matrix_sha256, k), expires=n.deadline_at)
+                send_shard(app, ShardSpec(nid, cls, shard, n.matrix_path, n.matrix_sha256, k), expires=n.deadline_at)
     return n
 
 

@@ -7,14 +7,13 @@ import re
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from celery.exceptions import Reject
 
 from ..errors import RigError
 from .hostclass import is_portable, queue_for
-from .runner import CaseResult, Interrupted, matrix_sha256, run_shard
+from .runner import CaseResult, Interrupted, matrix_from_reference, matrix_sha256, run_shard
 from .store import HEARTBEAT_S, LEASE_STALE_S, FleetStore
 
 
@@ -37,11 +36,6 @@ class _Heartbeat(threading.Thread):
                 store.heartbeat(*self.args_)
 
 
-def _matrix_path(spec_path: str, workdir: Path) -> Path:
-    p = Path(spec_path)
-    return p if p.is_absolute() else Path.cwd() / p
-
-
 def run_shard_task(task: Any, spec_json: dict[str, Any]) -> dict[str, Any]:
     from .app import ShardSpec, send_shard
 
@@ -61,7 +55,7 @@ def run_shard_task(task: Any, spec_json: dict[str, Any]) -> dict[str, Any]:
         if nightly.closed_at is not None:
             store.event(n, cls, shard, cfg.name, cfg.host_class, "late", "the nightly is closed; shard not run")
             return {"late": True}
-        matrix = _matrix_path(spec.matrix_path, cfg.workdir)
+        matrix = matrix_from_reference(spec.matrix_path)
         try:
             sha = matrix_sha256(matrix)
         except OSError as e:
