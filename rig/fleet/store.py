@@ -76,6 +76,7 @@ class FleetStore:
         self.history = History(where)
         self.db = self.history.db
         self.where = self.history.path
+        self._run_ids: dict[tuple[str, str], int] = {}
 
     def close_db(self) -> None:
         self.history.close()
@@ -132,10 +133,13 @@ class FleetStore:
                                           (nightly_id,))]
 
     def _run_id(self, nightly_id: str, host_class: str) -> int:
-        t = self.db.one("SELECT id FROM runs WHERE nightly = ? AND host_class = ?", (nightly_id, host_class))
-        if t is None:
-            raise FleetError(f"nightly {nightly_id} has no host class {host_class!r}")
-        return int(t[0])
+        key = (nightly_id, host_class)
+        if key not in self._run_ids:  # a (nightly, class)'s run row never changes once created
+            t = self.db.one("SELECT id FROM runs WHERE nightly = ? AND host_class = ?", key)
+            if t is None:
+                raise FleetError(f"nightly {nightly_id} has no host class {host_class!r}")
+            self._run_ids[key] = int(t[0])
+        return self._run_ids[key]
 
     def expected(self, nightly_id: str, host_class: str, shard: str | None = None) -> set[str]:
         q, a = "SELECT case_id FROM fleet_expected WHERE nightly = ? AND host_class = ?", [nightly_id, host_class]
