@@ -137,3 +137,27 @@ def test_kcidb_statuses_paths_and_issues_validate():
     assert len(doc["builds"]) == 2  # one per host class
     assert [i["report_url"] for i in doc["issues"]] == ["https://example.org/bug/1"]
     assert [(x["test_id"], x["present"]) for x in doc["incidents"]] == [(t[1]["id"], True)]
+
+
+def test_cli_errors_are_one_line_with_exit_2(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fleet_helpers import rig
+
+    monkeypatch.delenv("RIG_FLEET_BROKER", raising=False)
+    monkeypatch.delenv("RIG_FLEET_DB", raising=False)
+    db = str(tmp_path / "h.sqlite")
+    cases = [
+        (["fleet", "submit", "matrices/smoke.toml", "--db", db, "--classes", "A"], "--broker is required"),
+        (["fleet", "submit", "matrices/smoke.toml", "--broker", "redis://x", "--db", db, "--classes", "a b"],
+         "not a host class name"),
+        (["fleet", "submit", "nope.toml", "--broker", "redis://x", "--db", db], "nope.toml: no such matrix file"),
+        (["fleet", "status", "nope", "--db", db], "no nightly 'nope'"),
+        (["fleet", "results", "latest", "--db", "mysql://h/db"], "mysql://: not a database"),
+        (["history", "--db", db, "--nightly", "latest"], "no fleet nightly 'latest'"),
+    ]
+    for args, message in cases:
+        p = rig(*args, check=False)
+        assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
