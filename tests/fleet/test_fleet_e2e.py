@@ -167,3 +167,23 @@ def test_sigterm_mid_shard_requeues_and_stops_the_worker(redis_url, pg_url, work
     a2 = workers(redis_url, pg_url, "A", "A2", tmp_path / "a2")
     wait_until(lambda: len(stored(pg_url)) == 24, 400, "the requeued shard to finish")
     assert not (ran_in(a2.workdir) & before) and ran_in(a2.workdir) | before == smoke_ids()
+
+
+def test_cases_carrying_their_own_class_run_on_any_worker(redis_url, pg_url, workers, tmp_path):
+    # simulate:PROFILE@KERNEL cases (like emulated:MODEL@KERNEL ones) do not depend on the worker's CPU: their
+    # class is the host string and they go to the queue every worker consumes; here only a class-B worker runs
+    profile = tmp_path / "profile.json"
+    rig("host", "capture", "-o", str(profile))
+    host = f"simulate:{profile}@6.12"
+    m = tmp_path / "sim.toml"
+    m.write_text(f'[matrix]\nname = "sim"\n[[group]]\nmodels = ["EPYC-Rome", "qemu64"]\nmachines = ["microvm"]\n'
+                 f'accels = ["kvm"]\nhosts = ["{host}"]\n')
+    workers(redis_url, pg_url, "B", "B1", tmp_path / "b1")
+    p = rig("fleet", "submit", str(m), "--broker", redis_url, "--db", pg_url, "--shards", "2", "--wait",
+            "--deadline", "10", check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = stored(pg_url)
+    assert len(rows) == 2 and {(r[0], r[3], r[4]) for r in rows} == {(host, "B1", "B")}
+    rig("fleet", "results", "latest", "--db", pg_url, "--kcidb", str(tmp_path / "k.json"))
+    doc = validate_kcidb(tmp_path / "k.json")
+    assert [t["status"] for t in doc["tests"]] == ["DONE", "DONE"]  # prediction only: no guest ran
