@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -12,9 +13,12 @@ from typing import Any
 from celery.exceptions import Reject
 
 from ..errors import RigError
+from ..history.engine import DatabaseError
 from .hostclass import is_portable, queue_for
 from .runner import CaseResult, Interrupted, matrix_from_reference, matrix_sha256, run_shard
 from .store import HEARTBEAT_S, LEASE_STALE_S, FleetStore
+
+DB_RETRY_S = 30.0
 
 
 def _slug(text: str) -> str:
@@ -37,21 +41,33 @@ class _Heartbeat(threading.Thread):
 
 
 def run_shard_task(task: Any, spec_json: dict[str, Any]) -> dict[str, Any]:
-    from .app import ShardSpec, send_shard
+    from .app import ShardSpec
 
     spec = ShardSpec.from_json(spec_json)
     cfg = task.app.conf.rig_worker
     if cfg is None:
         raise RuntimeError("rig.fleet.run_shard runs only in `rig fleet worker`")
+    try:
+        return _run(task, spec, cfg, spec_json)
+    except DatabaseError as e:  # the history database is unreachable: keep the shard, look again later
+        print(f"rig fleet worker {cfg.name}: {e}; shard {spec.shard} of {spec.host_class} retried in "
+              f"{DB_RETRY_S:.0f} s", file=sys.stderr, flush=True)
+        raise task.retry(args=[spec_json], countdown=DB_RETRY_S, queue=queue_for(spec.host_class),
+                         max_retries=None) from None
+
+
+def _run(task: Any, spec: Any, cfg: Any, spec_json: dict[str, Any]) -> dict[str, Any]:
+    from .app import send_shard
+
     n, cls, shard = spec.nightly, spec.host_class, spec.shard
     with FleetStore(cfg.db) as store:
+        nightly = store.nightly(n)
         if not is_portable(cls) and cls != cfg.host_class:
-            send_shard(task.app, spec)  # to the queue of its own class, where its workers are
+            send_shard(task.app, spec, expires=nightly.deadline_at)  # to its own class's queue, where its workers are
             store.event(n, cls, shard, cfg.name, cfg.host_class, "refused",
                         f"worker of class {cfg.host_class} refused shard {shard} of class {cls}; "
                         f"sent back to queue {queue_for(cls)}")
             return {"refused": True}
-        nightly = store.nightly(n)
         if nightly.closed_at is not None:
             store.event(n, cls, shard, cfg.name, cfg.host_class, "late", "the nightly is closed; shard not run")
             return {"late": True}
