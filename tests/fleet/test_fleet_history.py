@@ -55,3 +55,19 @@ def test_history_what_changed_since_previous_nightly_per_class(backend, tmp_path
     # the class filter and the plain run listing work on the same database
     assert "class B" not in rig("history", "--db", db, "--nightly", "latest", "--host", "A").stdout
     assert rig("history", "--db", db, "--list").stdout.count("fleet:") == 4
+
+
+def test_fleet_page_lists_regressions_first(tmp_path):
+    db = str(tmp_path / "h.sqlite")
+    two_nightlies(db)  # class A: pass in n0, fail (unexpected kvm-behaviour TSA bits) in n1; class B: pass twice
+    out = tmp_path / "fleet.html"
+    p = rig("fleet", "report", "n1", "--db", db, "-o", str(out))
+    assert str(out) in p.stdout
+    page = out.read_text()
+    assert "against each class's previous nightly (1)" in page
+    regs, grid = page.split("Host classes &times; models")
+    assert f"<td>A</td><td>{CASE.id}</td><td>pass</td>" in regs and "<td>B</td>" not in regs
+    assert "EPYC-Milan" in grid and "fail 1" in grid and "pass 1" in grid
+    # the first nightly has nothing to regress against
+    rig("fleet", "report", "n0", "--db", db, "-o", str(out))
+    assert "previous nightly (0)" in out.read_text()
