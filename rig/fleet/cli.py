@@ -58,9 +58,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
                        host=host.to_json())
     app = make_app(broker, redeliver_after=args.redeliver_after, worker=cfg)
     queues = [queue_for(cls), PORTABLE_QUEUE]
-    print(f"rig fleet worker {name}: class {cls}" + (" (--class)" if args.cls else "") +
-          f"; this host's class is {host.name}; queues {', '.join(queues)}; {args.jobs or 'one per CPU'} jobs; "
-          f"artifacts in {cfg.workdir}", file=sys.stderr, flush=True)
+    print(f"rig fleet worker {name}: class {cls}" + (f" (--class; this host's own is {host.name})" if args.cls else "") +
+          f"; queues {', '.join(queues)}; jobs: {args.jobs or 'one per CPU'}; artifacts in {cfg.workdir}",
+          file=sys.stderr, flush=True)
+    import warnings
+
+    from celery.platforms import SecurityWarning
+
+    # KVM hosts often run the rig as root (/dev/kvm); the tasks take JSON only, never pickle
+    warnings.filterwarnings("ignore", category=SecurityWarning)
     worker = app.Worker(hostname=name, queues=queues, pool_cls="solo", concurrency=1, loglevel=args.loglevel,
                         without_gossip=True, without_mingle=True, without_heartbeat=True, quiet=True,
                         optimization="fair")
