@@ -31,7 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     for p in "${missing[@]}"; do
         case "$p" in
             redis-server) $SUDO service redis-server stop >/dev/null 2>&1 || true ;;
-            postgresql) command -v pg_ctlcluster >/dev/null && pg_lsclusters -h 2>/dev/null | while read -r v c _; do
+            postgresql) { pg_lsclusters -h 2>/dev/null || true; } | while read -r v c _; do
                             $SUDO pg_ctlcluster "$v" "$c" stop >/dev/null 2>&1 || true; done ;;
         esac
     done
