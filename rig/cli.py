@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rig.images.cli",
     "rig.images.ssh_cli",  # after rig.images.cli: attaches `rig images build ssh` to its parser
     "rig.guest.ssh_cli",
+    "rig.fleet.cli",
 )
 
 

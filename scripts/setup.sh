@@ -15,6 +15,7 @@ APT_PACKAGES=(
     git                  # rig policy import TREE --rev REV (and its test) reads kernel git revisions
     python3-venv
     chromium             # headless browser: the HTML report's browser test and bench/bench_report.py
+    redis-server postgresql  # the fleet (rig fleet): broker and shared history; tests start their own servers
 )
 
 SUDO=""
@@ -28,12 +29,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Installing them may start a system Redis and PostgreSQL cluster; nothing here needs them (the fleet's
+    # tests start their own on unix sockets), so stop what this script just started.
+    for p in "${missing[@]}"; do
+        case "$p" in
+            redis-server) $SUDO service redis-server stop >/dev/null 2>&1 || true ;;
+            postgresql) { pg_lsclusters -h 2>/dev/null || true; } | while read -r v c _; do
+                            $SUDO pg_ctlcluster "$v" "$c" stop >/dev/null 2>&1 || true; done ;;
+        esac
+    done
 fi
 
 PY=${PYTHON:-python3}
 # The rig must be installed from *this* tree (a CI clone must not test another checkout's editable install).
 here=$(pwd -P)
-installed=$(cd / && $PY -c 'import os, rig, qemu.qmp, paramiko, pytest, hypothesis, jinja2, tap.parser, yaml, more_itertools; print(os.path.dirname(os.path.dirname(os.path.realpath(rig.__file__))))' 2>/dev/null || true)
+installed=$(cd / && $PY -c 'import os, rig, qemu.qmp, paramiko, pytest, hypothesis, jinja2, tap.parser, yaml, more_itertools, celery, redis, psycopg, kcidb_io; print(os.path.dirname(os.path.dirname(os.path.realpath(rig.__file__))))' 2>/dev/null || true)
 if [ "$installed" != "$here" ] || [ "${RIG_SETUP_FORCE_PIP:-}" = 1 ]; then
     echo "setup: installing the rig and its Python dependencies"
     $PY -m pip install -q --disable-pip-version-check -e '.[test]'

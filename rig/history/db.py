@@ -1,20 +1,36 @@
-"""The history database (SQLite, stdlib): every run's results, keyed by host.
+"""The history database: every run's results, keyed by host (or host class, for the fleet).
 
-Default file: ``<cache>/history.sqlite`` (``--history PATH`` overrides).  Tables:
+One code path for SQLite (stdlib; the embedded default, ``<cache>/history.sqlite``)
+and PostgreSQL (psycopg 3; the fleet's shared history): :mod:`rig.history.engine`
+hides the two drivers, :mod:`rig.history.schema` holds the versioned schema and
+its migrations.  Tables:
 
-* ``runs``     -- one row per run directory: matrix, host key, full fingerprint;
-* ``results``  -- per run and case: outcome, verdict, compared words (JSON);
+* ``runs``     -- one row per run directory, or per (nightly, host class) of a fleet
+  nightly (``run_dir`` ``fleet:NIGHTLY:CLASS``, ``host_key`` = the class);
+* ``results``  -- per run and case: outcome, verdict, compared words (JSON), and for
+  the fleet duration, worker, artifact location and the whole result;
 * ``findings`` -- per run, case and differing bit: class, layer, known issue.
 
-:func:`diff_runs` answers "what changed since the previous run on this host":
-bits whose configured or observed value changed, findings that are new, and
-findings that are gone (fixed).
+Public API (used by ``rig run``, ``rig history`` and the fleet; keep it stable):
+
+* ``History(where=None)`` -- ``where``: a :class:`~pathlib.Path`, a path string,
+  ``sqlite:///PATH`` or ``postgresql://...``; ``None`` is the default SQLite file.
+  ``.path`` is what to show the user (the file, or the URL without password);
+  ``.db`` the :class:`~rig.history.engine.Database` (the fleet's store shares it).
+* ``record(run_dir=, matrix=, host=, started_at=, results=) -> run id``;
+* ``runs(host=None, matrix=None, nightly=None) -> [RunRow]`` (oldest first),
+  ``run(id)``, ``previous(row)`` (the previous run of the same host key / class
+  and matrix), ``nightly_runs(nightly)`` (one per class), ``latest_nightly()``;
+* ``diff_runs(old, new) -> HistoryDiff``; :func:`format_diff`.
+
+:func:`diff_runs` answers "what changed since the previous run on this host" (or
+nightly of this class): bits whose configured or observed value changed, findings
+that are new, findings that are gone (fixed), outcomes that changed.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,29 +38,13 @@ from pathlib import Path
 
 from ..cpuid.catalogue import catalogue
 from ..cpuid.table import Location
-from ..errors import RigError
 from ..images.cache import cache_root
 from ..run.result import CaseResult
+from .engine import Database, DatabaseError, DbLocation, parse_location
 from .fingerprint import HostFingerprint
+from .schema import migrate
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs(
-  id INTEGER PRIMARY KEY, run_dir TEXT UNIQUE NOT NULL, matrix TEXT NOT NULL, host_key TEXT NOT NULL,
-  fingerprint TEXT NOT NULL, host_json TEXT NOT NULL, started_at TEXT, recorded_at TEXT NOT NULL,
-  cases INTEGER NOT NULL, failed INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS results(
-  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, case_id TEXT NOT NULL, outcome TEXT NOT NULL,
-  verdict TEXT NOT NULL, words TEXT NOT NULL, PRIMARY KEY(run_id, case_id));
-CREATE TABLE IF NOT EXISTS findings(
-  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, case_id TEXT NOT NULL, key TEXT NOT NULL,
-  name TEXT NOT NULL, cls TEXT NOT NULL, layer TEXT NOT NULL, issue TEXT);
-CREATE INDEX IF NOT EXISTS runs_host ON runs(host_key, id);
-CREATE INDEX IF NOT EXISTS findings_run ON findings(run_id);
-"""
-
-
-class HistoryError(RigError):
-    pass
+HistoryError = DatabaseError  # the name rig run and the tests know
 
 
 def default_history_path() -> Path:
@@ -63,6 +63,8 @@ class RunRow:
     recorded_at: str
     cases: int
     failed: int
+    nightly: str | None = None
+    host_class: str | None = None
 
 
 @dataclass
@@ -93,16 +95,19 @@ class HistoryDiff:
 
 
 class History:
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or default_history_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, where: Path | str | DbLocation | None = None) -> None:
+        loc = where if isinstance(where, DbLocation) else parse_location(where or default_history_path())
+        self.location = loc
+        self.path: Path | str = loc.path if loc.path is not None else str(loc)
+        self.db: Database = Database(loc)
         try:
-            self.db = sqlite3.connect(self.path, timeout=30)
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise HistoryError(f"{self.path}: not a usable history database: {e}",
-                               hint="move it away or pass another --history PATH") from None
+            migrate(self.db)
+        except DatabaseError as e:
+            self.db.close()
+            if loc.dialect == "sqlite" and "newer" not in str(e):
+                raise HistoryError(f"{self.path}: not a usable history database: {e}",
+                                   hint="move it away or pass another --history PATH") from None
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -117,19 +122,21 @@ class History:
     def record(self, *, run_dir: Path, matrix: str, host: HostFingerprint, started_at: str | None,
                results: Sequence[CaseResult]) -> int:
         """Store a run (replacing an earlier record of the same run directory, e.g. after --resume)."""
-        with self.db:
+        with self.db.transaction():
             self.db.execute("DELETE FROM runs WHERE run_dir = ?", (str(run_dir),))
-            cur = self.db.execute(
+            row = self.db.one(
                 "INSERT INTO runs(run_dir, matrix, host_key, fingerprint, host_json, started_at, recorded_at, cases, failed)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?,?,?,?) RETURNING id",
                 (str(run_dir), matrix, host.host_key, host.fingerprint, json.dumps(host.to_json()), started_at,
                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), len(results),
                  sum(1 for r in results if r.verdict in ("fail", "error"))),
             )
-            run_id = int(cur.lastrowid or 0)
+            run_id = int(row[0]) if row else 0
             self.db.executemany(
-                "INSERT INTO results(run_id, case_id, outcome, verdict, words) VALUES (?,?,?,?,?)",
-                [(run_id, r.id, r.outcome, r.verdict, json.dumps(r.words, separators=(",", ":"))) for r in results],
+                "INSERT INTO results(run_id, case_id, outcome, verdict, words, duration_s, finished_at, artifacts)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                [(run_id, r.id, r.outcome, r.verdict, json.dumps(r.words, separators=(",", ":")), r.duration_s,
+                  r.finished_at, r.artifacts) for r in results],
             )
             self.db.executemany(
                 "INSERT INTO findings(run_id, case_id, key, name, cls, layer, issue) VALUES (?,?,?,?,?,?,?)",
@@ -140,12 +147,13 @@ class History:
 
     # -- reading -----------------------------------------------------------------------
     def _row(self, t: tuple) -> RunRow:
-        return RunRow(t[0], t[1], t[2], t[3], t[4], HostFingerprint.from_json(json.loads(t[5])), t[6], t[7], t[8], t[9])
+        return RunRow(t[0], t[1], t[2], t[3], t[4], HostFingerprint.from_json(json.loads(t[5])), t[6], t[7], t[8], t[9],
+                      t[10], t[11])
 
-    _COLS = "id, run_dir, matrix, host_key, fingerprint, host_json, started_at, recorded_at, cases, failed"
+    _COLS = "id, run_dir, matrix, host_key, fingerprint, host_json, started_at, recorded_at, cases, failed, nightly, host_class"
 
-    def runs(self, host: str | None = None, matrix: str | None = None) -> list[RunRow]:
-        """Runs, oldest first; ``host`` matches a host key or fingerprint prefix."""
+    def runs(self, host: str | None = None, matrix: str | None = None, nightly: str | None = None) -> list[RunRow]:
+        """Runs, oldest first; ``host`` matches a host key (or host class) or fingerprint prefix."""
         q, args = f"SELECT {self._COLS} FROM runs WHERE 1=1", []
         if host:
             q += " AND (host_key LIKE ? OR fingerprint LIKE ?)"
@@ -153,26 +161,37 @@ class History:
         if matrix:
             q += " AND matrix = ?"
             args.append(matrix)
-        return [self._row(t) for t in self.db.execute(q + " ORDER BY id", args)]
+        if nightly:
+            q += " AND nightly = ?"
+            args.append(nightly)
+        return [self._row(t) for t in self.db.all(q + " ORDER BY id", args)]
 
     def run(self, run_id: int) -> RunRow:
-        t = self.db.execute(f"SELECT {self._COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        t = self.db.one(f"SELECT {self._COLS} FROM runs WHERE id = ?", (run_id,))
         if t is None:
             raise HistoryError(f"{self.path}: no run with id {run_id}", hint="list runs with `rig history --list`")
         return self._row(t)
 
     def previous(self, run: RunRow) -> RunRow | None:
-        t = self.db.execute(f"SELECT {self._COLS} FROM runs WHERE host_key = ? AND matrix = ? AND id < ? "
-                            "ORDER BY id DESC LIMIT 1", (run.host_key, run.matrix, run.id)).fetchone()
+        t = self.db.one(f"SELECT {self._COLS} FROM runs WHERE host_key = ? AND matrix = ? AND id < ? "
+                        "ORDER BY id DESC LIMIT 1", (run.host_key, run.matrix, run.id))
         return self._row(t) if t else None
+
+    def nightly_runs(self, nightly: str) -> list[RunRow]:
+        """The runs of a fleet nightly, one per host class."""
+        return self.runs(nightly=nightly)
+
+    def latest_nightly(self) -> str | None:
+        t = self.db.one("SELECT nightly FROM runs WHERE nightly IS NOT NULL ORDER BY id DESC LIMIT 1")
+        return t[0] if t else None
 
     def _results(self, run_id: int) -> dict[str, tuple[str, str, dict]]:
         return {c: (o, v, json.loads(w)) for c, o, v, w in
-                self.db.execute("SELECT case_id, outcome, verdict, words FROM results WHERE run_id = ?", (run_id,))}
+                self.db.all("SELECT case_id, outcome, verdict, words FROM results WHERE run_id = ?", (run_id,))}
 
     def _findings(self, run_id: int) -> dict[tuple[str, str], tuple[str, str]]:
         return {(c, k): (n, cls) for c, k, n, cls in
-                self.db.execute("SELECT case_id, key, name, cls FROM findings WHERE run_id = ?", (run_id,))}
+                self.db.all("SELECT case_id, key, name, cls FROM findings WHERE run_id = ?", (run_id,))}
 
     def diff_runs(self, old: RunRow, new: RunRow) -> HistoryDiff:
         d = HistoryDiff(old, new, host_changes=new.host.changes(old.host))

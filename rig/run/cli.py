@@ -87,6 +87,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         if r.verdict in ("fail", "error") or args.verbose:
             print(f"  {r.verdict:8} {r.id}: {r.outcome}" + (f"; {'; '.join(r.unexpected)}" if r.unexpected else ""))
     print(f"report: {paths.html}\njson:   {paths.json}\njunit:  {paths.junit}\ntap:    {paths.tap}")
+    if args.kcidb:
+        from ..report.kcidb import run_document, write_kcidb
+
+        write_kcidb(args.kcidb, run_document(rd.path, rd.read_info(), results))
+        print(f"kcidb:  {args.kcidb}")
     return 0
 
 
@@ -129,6 +134,23 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
 
     with History(args.db) as db:
+        if args.nightly:
+            nightly = db.latest_nightly() if args.nightly == "latest" else args.nightly
+            rows = db.nightly_runs(nightly) if nightly else []
+            if args.host:
+                rows = [r for r in rows if r.host_key.startswith(args.host)]
+            if not rows:
+                raise RigError(f"{db.path}: no fleet nightly {args.nightly!r}" + (f" for class {args.host}" if args.host else ""),
+                               hint="`rig fleet status --db URL` lists nightlies")
+            for row in rows:  # what changed since the previous nightly, per host class
+                old = db.previous(row)
+                if old is None:
+                    print(f"nightly {nightly}, class {row.host_key}: the first nightly of matrix {row.matrix} "
+                          "for this class; nothing to compare with")
+                else:
+                    print(f"nightly {nightly}, class {row.host_key}, against nightly {old.nightly or old.run_dir}:")
+                    print(format_diff(db.diff_runs(old, row)))
+            return 0
         runs = db.runs(host=args.host, matrix=args.matrix)
         if not runs:
             raise RigError(f"{db.path}: no runs recorded" + (f" for host {args.host}" if args.host else ""),
@@ -167,6 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="write the reports here instead of the run directory")
     p.add_argument("-v", "--verbose", action="store_true", help="list every case")
     p.add_argument("--tap", action="store_true", help="print the results as TAP version 13 on stdout (other output: stderr)")
+    p.add_argument("--kcidb", type=Path, metavar="FILE", help="also write the results as KCIDB v5 JSON")
     p.set_defaults(func=_tap(cmd_report))
 
     p = sub.add_parser("repro", help="write a standalone shell script + probe image reproducing a case with plain QEMU")
@@ -176,9 +199,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_repro)
 
     p = sub.add_parser("history", help="what changed against the previous run on the same host")
-    p.add_argument("--db", type=Path, help="history database (default: <cache>/history.sqlite)")
+    p.add_argument("--db", metavar="PATH|URL",
+                   help="history database: a path / sqlite:///PATH, or postgresql://... (default: <cache>/history.sqlite)")
     p.add_argument("--list", action="store_true", help="list recorded runs")
-    p.add_argument("--host", help="host key or fingerprint prefix")
+    p.add_argument("--nightly", metavar="ID|latest",
+                   help="a fleet nightly: what changed since the previous nightly, per host class")
+    p.add_argument("--host", help="host key (or fleet host class) or fingerprint prefix")
     p.add_argument("--matrix", help="matrix name")
     p.add_argument("--run", type=int, help="run id to show (default: the latest)")
     p.add_argument("--against", type=int, help="compare with this run id (default: the previous run on the same host)")

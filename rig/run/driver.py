@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,10 @@ def default_jobs() -> int:
 
 
 def prepare(matrix_path: str | Path | None, *, k: str | None = None, shard: str | None = None,
-            resume: Path | None = None, out: Path | None = None, argv: list[str] | None = None) -> Plan:
+            resume: Path | None = None, out: Path | None = None, argv: list[str] | None = None,
+            exclude: Collection[str] = ()) -> Plan:
+    """``exclude``: case ids to leave out of the selection (the fleet passes the cases of a shard
+    already stored elsewhere, so a redelivered shard runs only the others)."""
     if resume is not None:
         rd = RunDir.open_existing(resume)
         prev = rd.read_info()
@@ -68,6 +72,9 @@ def prepare(matrix_path: str | Path | None, *, k: str | None = None, shard: str 
         raise RigError("no matrix given", hint="rig run matrices/smoke.toml")
     matrix = load_matrix(matrix_path)
     cases = select(expand(matrix), k=k, shard=parse_shard(shard) if shard else None)
+    if exclude:
+        skip = set(exclude)
+        cases = [c for c in cases if c.id not in skip]
     if not cases:
         raise RigError(f"{matrix_path}: no cases selected" + (f" by -k {k!r}" if k else "") +
                        (f" in shard {shard}" if shard else ""), hint="check -k/--shard; `rig run --list` shows the cases")
