@@ -23,10 +23,8 @@ the outer QEMU's process group is always killed on the way out.
 
 from __future__ import annotations
 
-import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -38,6 +36,7 @@ from pathlib import Path
 from ..errors import RigError
 from ..host.profile import HostProfile, QemuBinary
 from ..images.l1 import L1_QEMU, L1Image, l1_image_for, load_recipe
+from ..qemu.process import QemuProcess
 from .frames import Frame, FrameError, FrameReader
 from .l1profile import parse_profile
 from .l2 import L2Result, parse_qmp_section, probe_args
@@ -162,7 +161,7 @@ class EmulatedHost:
         self.workdir: Path | None = None
         self.profile: HostProfile | None = None
         self.info: BootInfo | None = None
-        self._proc: subprocess.Popen | None = None
+        self._proc: QemuProcess | None = None
         self._sock: socket.socket | None = None
         self._reader = FrameReader()
         self._frames: list[Frame] = []
@@ -233,15 +232,12 @@ class EmulatedHost:
             listener.bind(str(sock_path))
             listener.listen(1)
             argv = self.command(image, sock_path, console)
-            (self.workdir / "cmdline.txt").write_text(" ".join(argv) + "\n")
-            stderr = open(self.workdir / "qemu-stderr.log", "wb")
             try:
-                self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                              stderr=stderr, start_new_session=True)
+                # like every QEMU the rig starts: its own process group, SIGKILL when the rig dies
+                self._proc = QemuProcess.start(argv, stderr=self.workdir / "qemu-stderr.log",
+                                               cmdline=self.workdir / "cmdline.txt", serial=console)
             except OSError as e:
                 raise EmulateError(f"cannot start {argv[0]}: {e.strerror}", hint="install qemu-system-x86") from e
-            finally:
-                stderr.close()
             self._sock = self._accept(listener, t0 + 30)
         finally:
             listener.close()
@@ -322,7 +318,7 @@ class EmulatedHost:
                 proc.wait(timeout=10 if not self._failed else 0.1)
             except subprocess.TimeoutExpired:
                 pass
-            _kill_group(proc)
+            proc.stop()
         if self.workdir is not None and self._workdir_given is None and not self._keep and not self._failed:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -472,19 +468,3 @@ class EmulatedHost:
             raise self._fail(f"cannot send to L1 ({e})") from e
         finally:
             self._sock.setblocking(False)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM then SIGKILL to the process group of ``proc`` (started with start_new_session)."""
-    if proc.poll() is not None:
-        return
-    for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import functools
 import logging
 import os
@@ -46,7 +45,6 @@ import re
 import shlex
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -57,7 +55,10 @@ from typing import Any
 from qemu.qmp import QMPClient, QMPError
 
 from ..cpuid.table import CpuidTable
+from .process import QemuProcess, error_line, spawn_argv
 from .qmp import CpuDefinition, QmpFailure, QmpSession, RigQMPClient, Transcript
+
+__all__ = ["LaunchSpec", "Observation", "ProbeVerdict", "classify", "error_line", "launch", "launch_sync", "spawn_argv"]
 
 OUTCOMES = ("ok", "probe-failed", "qemu-aborted", "timeout", "qemu-error", "qmp-error")
 
@@ -70,93 +71,10 @@ PROBE_EXIT_FAIL = 35
 QUIT_GRACE = 0.5
 TERM_GRACE = 1.0
 
-PR_SET_PDEATHSIG = 1
 
-
-def _resolve_prctl():
-    """libc's prctl, looked up once in the rig (the forked child must not import or load anything)."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-def _die_with_parent() -> None:
-    """Fallback (no setpriv) in the child before exec: SIGKILL when the rig dies."""
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
-_PRCTL = None
-#: util-linux ``setpriv --pdeathsig KILL --`` in front of QEMU: the parent-death signal
-#: survives the exec into QEMU, and without a ``preexec_fn`` Python starts the child
-#: with vfork (no copy of the rig's page tables, no copy-on-write faults afterwards).
-_SETPRIV = shutil.which("setpriv")
-if _SETPRIV is None:
-    _PRCTL = _resolve_prctl()
-
-
-def spawn_argv(argv: list[str]) -> tuple[list[str], Callable[[], None] | None]:
-    """(argv to exec, preexec_fn): QEMU under ``setpriv --pdeathsig KILL``, or prctl in a preexec_fn."""
-    if _SETPRIV is not None:
-        return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv], None
-    return argv, _die_with_parent
-
-
-class _Child:
-    """A started QEMU: ``pid``, ``returncode`` and an awaitable ``wait()`` (any number of waiters).
-
-    Exit is noticed through a pidfd in the event loop (no thread per child as
-    asyncio's default child watcher of Python 3.11 uses); without pidfds, one
-    thread waits.
-    """
-
-    def __init__(self, popen: subprocess.Popen) -> None:
-        self._popen = popen
-        self.pid = popen.pid
-        loop = asyncio.get_running_loop()
-        self._exited: asyncio.Future[int] = loop.create_future()
-        try:
-            self._pidfd: int | None = os.pidfd_open(popen.pid)
-        except (AttributeError, OSError):
-            self._pidfd = None
-        if self._pidfd is not None:
-            loop.add_reader(self._pidfd, self._on_exit)
-        else:
-            waiter = loop.run_in_executor(None, popen.wait)
-            waiter.add_done_callback(lambda _f: self._on_exit())
-
-    def _on_exit(self) -> None:
-        rc = self._popen.poll()
-        if rc is None:
-            return  # not yet reaped (spurious wake-up)
-        if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
-        if not self._exited.done():
-            self._exited.set_result(rc)
-
-    @property
-    def returncode(self) -> int | None:
-        return self._exited.result() if self._exited.done() else self._popen.returncode
-
-    async def wait(self) -> int:
-        return await asyncio.shield(self._exited)
-
-
-def _start(argv: list[str], err_file) -> _Child:
-    """Start QEMU in its own session (process group), stdin/stdout to nowhere, stderr to ``err_file``."""
-    if _SETPRIV is not None:
-        # setpriv would start and then fail to exec: say so as the exec itself would
-        if shutil.which(argv[0]) is None:
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
-    spawn, preexec = spawn_argv(argv)
-    popen = subprocess.Popen(spawn, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
-                             start_new_session=True, preexec_fn=preexec)
-    return _Child(popen)
+def _start(argv: list[str], err_file) -> QemuProcess:
+    """Start QEMU as a :class:`rig.qemu.process.QemuProcess` (own process group, parent-death signal)."""
+    return QemuProcess.start(argv, stderr=err_file)
 
 
 # qemu.qmp logs connection drops (QEMU exiting under it) as errors; they are
@@ -236,27 +154,6 @@ class Observation:
 # classification (pure)
 
 _NOISE_PREFIXES = ("warning:", "qemu-system-x86_64: warning:", "qemu-system-x86_64: terminating on signal")
-
-
-def error_line(stderr: str) -> str:
-    """The most telling line of QEMU's stderr: the first error, without warnings."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if not any(p in ln for p in ("warning:", "terminating on signal"))]
-    if not errors:
-        return lines[-1] if lines else ""
-    for ln in errors:
-        if "error" in ln.lower() or "failed" in ln.lower():
-            return _strip_prog(ln)
-    return _strip_prog(errors[0])
-
-
-def _strip_prog(line: str) -> str:
-    for prefix in ("qemu-system-x86_64: ", "qemu: "):
-        if line.startswith(prefix):
-            line = line[len(prefix):]
-    if line.startswith("error: "):
-        line = line[len("error: "):]
-    return line
 
 
 def classify(
@@ -371,7 +268,7 @@ class _Run:
 
     def __init__(self, spec: LaunchSpec) -> None:
         self.spec = spec
-        self.proc: _Child | None = None
+        self.proc: QemuProcess | None = None
         self.client: QMPClient | None = None
         self.session: QmpSession | None = None
         self.connected = False  # QMP greeting received
@@ -385,7 +282,7 @@ class _Run:
 
     async def connect(self, sock: Path, mode: str, deadline: float) -> None:
         assert self.proc is not None and self.client is not None
-        died = asyncio.ensure_future(self.proc.wait())
+        died = asyncio.ensure_future(self.proc.wait_async())
         try:
             if mode == "accept":
                 fut = asyncio.ensure_future(self.client.accept())
@@ -400,7 +297,14 @@ class _Run:
                 if died in done:
                     return  # QEMU exited before QMP: classified from its status
                 raise TimeoutError
-            fut.result()
+            exc = fut.exception()
+            if exc is not None:
+                if await self._exited_within(QUIT_GRACE):
+                    return  # QEMU exited during the handshake (e.g. an unknown -cpu model): its status says why
+                if isinstance(exc, QMPError | OSError | EOFError):
+                    raise exc
+                # qemu.qmp asserts on its own state when the peer goes away mid-handshake
+                raise ConnectionError(f"QMP handshake failed ({type(exc).__name__}: {exc})") from exc
             self.connected = True
         finally:
             if not died.done():
@@ -462,7 +366,7 @@ class _Run:
     async def _exited_within(self, seconds: float) -> bool:
         assert self.proc is not None
         try:
-            await asyncio.wait_for(self.proc.wait(), timeout=seconds)
+            await asyncio.wait_for(self.proc.wait_async(), timeout=seconds)
         except TimeoutError:
             return False
         return True
@@ -471,7 +375,7 @@ class _Run:
         """True when QEMU exited before the deadline."""
         assert self.proc is not None
         try:
-            await asyncio.wait_for(self.proc.wait(), timeout=max(0.0, deadline - time.monotonic()))
+            await asyncio.wait_for(self.proc.wait_async(), timeout=max(0.0, deadline - time.monotonic()))
             return True
         except TimeoutError:
             return False
@@ -484,7 +388,7 @@ class _Run:
         if self.session is not None and self.qmp_ready:
             try:
                 await asyncio.wait_for(self.session.quit(), timeout=QUIT_GRACE)
-                await asyncio.wait_for(proc.wait(), timeout=QUIT_GRACE)
+                await asyncio.wait_for(proc.wait_async(), timeout=QUIT_GRACE)
                 self.shutdown_by = "QMP quit"
                 return
             except (TimeoutError, QmpFailure):
@@ -494,10 +398,10 @@ class _Run:
                 os.killpg(proc.pid, sig)
             self.shutdown_by = sig.name
             if grace is None:
-                await proc.wait()
+                await proc.wait_async()
                 return
             try:
-                await asyncio.wait_for(proc.wait(), timeout=grace)
+                await asyncio.wait_for(proc.wait_async(), timeout=grace)
                 return
             except TimeoutError:
                 continue
@@ -584,7 +488,7 @@ async def launch(spec: LaunchSpec) -> Observation:
             run.kill_now()
             if run.proc is not None:
                 with contextlib.suppress(BaseException):
-                    await asyncio.shield(run.proc.wait())
+                    await asyncio.shield(run.proc.wait_async())
             raise
         finally:
             if run.client is not None:
