@@ -32,67 +32,16 @@ the class it would otherwise have, and the issue's link).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..cpuid.catalogue import catalogue
 from ..cpuid.table import REGISTERS, CpuidTable, Location
-from ..matrix.model import Case, KnownIssue
+from ..matrix.model import KnownIssue
+from ..results import Case, Finding, IssueRef
 from .known import case_fields, match_finding
 from .normalise import normalise
 from .runtime import RuntimeBit, check_snapshots, default_runtime_rules
-
-
-@dataclass(frozen=True)
-class IssueRef:
-    id: str
-    title: str
-    link: str
-
-    @classmethod
-    def of(cls, issue: KnownIssue) -> IssueRef:
-        return cls(issue.id, issue.title, issue.link)
-
-
-@dataclass(frozen=True)
-class Finding:
-    location: Location
-    name: str
-    cls: str                 # model-gap | qemu-behaviour | kvm-behaviour | host-quirk | known-bug
-    layer: str               # the class before known-issue matching
-    view: str                # "guest" (predicted/configured/observed) or "kvm" (policy vs measured)
-    predicted: int | None
-    configured: int | None
-    observed: dict[str, int] = field(default_factory=dict)  # mode -> bit
-    issue: IssueRef | None = None
-    note: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.view}:{self.location}"
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "location": str(self.location), "leaf": self.location.leaf, "subleaf": self.location.subleaf,
-            "reg": self.location.reg, "bit": self.location.bit, "name": self.name, "class": self.cls,
-            "layer": self.layer, "view": self.view, "predicted": self.predicted, "configured": self.configured,
-            "observed": dict(self.observed),
-        }
-        if self.issue:
-            d["issue"] = {"id": self.issue.id, "title": self.issue.title, "link": self.issue.link}
-        if self.note:
-            d["note"] = self.note
-        return d
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Finding:
-        iss = d.get("issue")
-        return cls(
-            location=Location(int(d["leaf"]), int(d["subleaf"]), d["reg"], int(d["bit"])), name=d["name"],
-            cls=d["class"], layer=d["layer"], view=d["view"], predicted=d.get("predicted"),
-            configured=d.get("configured"), observed=dict(d.get("observed", {})),
-            issue=IssueRef(iss["id"], iss["title"], iss["link"]) if iss else None, note=d.get("note", ""),
-        )
 
 
 @dataclass

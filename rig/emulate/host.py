@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..caseaxes import EmulatedHostSpec, params_label, parse_emulated
+from ..caseaxes import parse_params as _parse_params
 from ..errors import RigError
 from ..host.profile import HostProfile, QemuBinary
 from ..images.l1 import L1_QEMU, L1Image, l1_image_for, load_recipe
@@ -41,7 +43,6 @@ from .frames import Frame, FrameError, FrameReader
 from .l1profile import parse_profile
 from .l2 import L2Result, parse_qmp_section, probe_args
 
-KVM_MODULE_NAMES = ("kvm", "kvm_amd", "kvm_intel", "irqbypass")
 #: seconds the rig waits beyond an L2 case's own timeout (L1 kills L2 at the timeout)
 L2_MARGIN = 30.0
 
@@ -54,63 +55,19 @@ class L1BootTimeout(EmulateError):
     pass
 
 
+#: the typed ``emulated:`` host (parsed once, at matrix load: rig.caseaxes)
+HostSpec = EmulatedHostSpec
+
+
 def parse_params(items: list[str] | tuple[str, ...] | Mapping[str, str] | None) -> dict[str, str]:
-    """``["kvm_amd.npt=0", "nested=0"]`` -> ``{"kvm_amd.npt": "0", "kvm_amd.nested": "0"}``.
-
-    A parameter without a module prefix belongs to kvm_amd (the vendor module
-    of an emulated AMD host).
-    """
-    if items is None:
-        return {}
-    pairs = items.items() if isinstance(items, Mapping) else []
-    if not isinstance(items, Mapping):
-        parsed = []
-        for it in items:
-            key, sep, value = it.partition("=")
-            if not sep or not key or not value or any(c.isspace() for c in it):
-                raise EmulateError(f"KVM parameter {it!r} is not MODULE.NAME=VALUE (e.g. kvm_amd.npt=0)")
-            parsed.append((key, value))
-        pairs = parsed
-    out: dict[str, str] = {}
-    for key, value in pairs:
-        key = str(key).replace("-", "_") if "." not in str(key) else str(key)
-        mod, dot, name = key.rpartition(".")
-        if not dot:
-            mod, name = "kvm_amd", key
-        mod = mod.replace("-", "_")
-        if mod not in KVM_MODULE_NAMES:
-            raise EmulateError(f"KVM parameter {key!r}: module {mod!r} is not one of {', '.join(KVM_MODULE_NAMES)}")
-        out[f"{mod}.{name}"] = str(value)
-    return out
+    """``["kvm_amd.npt=0", "nested=0"]`` -> ``{"kvm_amd.npt": "0", "kvm_amd.nested": "0"}``
+    (:func:`rig.caseaxes.parse_params`; errors are :class:`EmulateError`)."""
+    return _parse_params(items, EmulateError)
 
 
-def params_label(params: Mapping[str, str]) -> str:
-    """``{"kvm_amd.npt": "0"}`` -> ``"npt=0"`` (kvm_amd prefix dropped), sorted, comma-joined."""
-    return ",".join(f"{k.removeprefix('kvm_amd.')}={v}" for k, v in sorted(params.items()))
-
-
-@dataclass(frozen=True)
-class HostSpec:
-    """``emulated:EPYC-Rome@6.12,npt=0`` parsed: L1 model, kernel request, KVM parameters."""
-
-    cpu: str
-    kernel: str
-    params: dict[str, str]
-
-    def __str__(self) -> str:
-        p = params_label(self.params)
-        return f"emulated:{self.cpu}@{self.kernel}" + (f",{p}" if p else "")
-
-
-def parse_host_spec(spec: str) -> HostSpec:
-    """``[emulated:]MODEL@KERNEL[,param=value...]`` (as in a matrix ``host =``) -> :class:`HostSpec`."""
-    body = spec.removeprefix("emulated:")
-    model, at, rest = body.partition("@")
-    kernel, _, plist = rest.partition(",")
-    if not at or not model or not kernel:
-        raise EmulateError(f"emulated host {spec!r} is not emulated:MODEL@KERNEL[,param=value...]",
-                           hint="e.g. emulated:EPYC-Rome@6.12 or emulated:EPYC@7.x,npt=0")
-    return HostSpec(model, kernel, parse_params([p for p in plist.split(",") if p]))
+def parse_host_spec(spec: str) -> EmulatedHostSpec:
+    """``[emulated:]MODEL@KERNEL[,param=value...]`` (as in a matrix ``host =``) -> :class:`EmulatedHostSpec`."""
+    return parse_emulated(spec, EmulateError)
 
 
 @dataclass
@@ -169,9 +126,10 @@ class EmulatedHost:
         self._failed = False
 
     @classmethod
-    def from_spec(cls, spec: str, **kwargs) -> EmulatedHost:
-        """``EmulatedHost.from_spec("emulated:EPYC-Rome@6.12,npt=0")``; kwargs as for the constructor."""
-        h = parse_host_spec(spec)
+    def from_spec(cls, spec: str | EmulatedHostSpec, **kwargs) -> EmulatedHost:
+        """``EmulatedHost.from_spec("emulated:EPYC-Rome@6.12,npt=0")`` (or the parsed spec); kwargs as for the
+        constructor."""
+        h = spec if isinstance(spec, EmulatedHostSpec) else parse_host_spec(spec)
         return cls(h.cpu, h.kernel, h.params, **kwargs)
 
     # -- naming ------------------------------------------------------------

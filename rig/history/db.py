@@ -24,7 +24,7 @@ from ..cpuid.catalogue import catalogue
 from ..cpuid.table import Location
 from ..errors import RigError
 from ..images.cache import cache_root
-from ..run.result import CaseResult
+from ..results import CaseResult
 from .fingerprint import HostFingerprint
 
 SCHEMA = """

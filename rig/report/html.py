@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..cpuid.catalogue import catalogue
-from ..run.result import CaseResult
+from ..results import CaseResult
 from .summary import summarise
 
 CSS = """

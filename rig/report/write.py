@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..run.result import CaseResult
+from ..results import CaseResult
 from ..run.rundir import RunDir
 from .html import html_report
 from .junit import junit_xml

@@ -22,13 +22,13 @@ from ..history.db import History, HistoryDiff
 from ..history.fingerprint import HostFingerprint, current
 from ..matrix.expand import expand
 from ..matrix.load import load_matrix
-from ..matrix.model import Case, Matrix
+from ..matrix.model import Matrix
 from ..matrix.select import parse_shard, select
 from ..report.write import ReportPaths, write_reports
+from ..results import Case, CaseResult
 from .execute import RunContext, check_hosts, run_cases
 from .predict import Predictor
 from .progress import Progress
-from .result import CaseResult
 from .rundir import RunDir, RunInfo
 
 

@@ -15,13 +15,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..compare.known import case_fields, match_outcome
-from ..compare.threeway import IssueRef, compare
+from ..compare.threeway import compare
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
-from ..matrix.model import Case
 from ..qemu.launcher import classify
+from ..results import Case, CaseResult, IssueRef, judge
 from .guests import ProbeReader, split_machine
-from .result import CaseResult, judge
 from .rundir import write_json
 
 EXIT_KILLED = 137  # busybox timeout -s KILL inside L1

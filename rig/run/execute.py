@@ -21,18 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from ..compare.known import case_fields, match_outcome
-from ..compare.threeway import Finding, IssueRef, compare
+from ..compare.threeway import compare
 from ..cpuid.table import REGISTERS, CpuidTable
 from ..errors import RigError
 from ..guest.probe_build import ProbeArtifacts
 from ..guest.quirks import detect_host_quirk
-from ..matrix.model import Case, Matrix
+from ..matrix.model import Matrix
 from ..qemu.binaries import QemuBinary, find_qemu
 from ..qemu.cmdline import QemuCommand
 from ..qemu.launcher import LaunchSpec, Observation, launch
+from ..results import Case, CaseResult, Finding, IssueRef, judge
 from .guests import ProbeReader, check_guest, guest_kind, probe_boot
 from .predict import Prediction, Predictor
-from .result import CaseResult, judge
 from .rundir import RunDir, write_json
 
 #: the guest mode whose table is "observed" in the words/grid (the others are compared too)

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 from ..errors import RigError
 from ..guest.linux_run import LinuxBootError, boot_linux_async, linux_command, machine_boot
 from ..images.linux import LinuxImage, build_linux_image, load_recipe
-from ..matrix.model import Case
-from .result import CaseResult
+from ..results import Case, CaseResult
 from .userview import OsObservation, os_guest_result
 
 if TYPE_CHECKING:

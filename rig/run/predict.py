@@ -20,7 +20,7 @@ from typing import Any
 
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
-from ..matrix.model import Case
+from ..results import Case
 
 #: fn(case, qemu_version, expansion) -> CpuidTable | None
 PredictFn = Callable[[Case, str, dict | None], CpuidTable | None]

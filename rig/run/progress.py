@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from typing import TextIO
 
-from .result import CaseResult
+from ..results import CaseResult
 
 BAR = 24
 

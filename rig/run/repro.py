@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import RigError
 from ..images.cache import cache_root
 from ..qemu.cmdline import DEBUG_EXIT_IOBASE, DEBUG_EXIT_IOSIZE, EXIT_PROBE_OK
-from .result import CaseResult
+from ..results import CaseResult
 from .rundir import RunDir
 
 

@@ -39,15 +39,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..compare.known import case_fields, match_finding
-from ..compare.threeway import Finding, IssueRef
 from ..cpuid.table import Location
 from ..errors import RigError
 from ..guest import ssh as sshmod
 from ..guest.ssh import SshGuest, SshObservation
-from ..matrix.model import Case, KnownIssue
+from ..matrix.model import KnownIssue
 from ..qemu.cmdline import QemuCommand
 from ..qemu.launcher import LaunchSpec, launch
-from .result import CaseResult
+from ..results import Case, CaseResult, Finding, IssueRef
 from .userview import OsObservation, os_guest_result
 
 if TYPE_CHECKING:

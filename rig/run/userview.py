@@ -1,7 +1,7 @@
 """Cases whose guest is an operating system (``linux``, ``ssh``): the user-mode CPUID view and the kernel's.
 
 Both guests run the user-mode probe under a Linux kernel.  :func:`os_guest_result`
-turns what they saw into the same :class:`rig.run.result.CaseResult` as a
+turns what they saw into the same :class:`rig.results.CaseResult` as a
 probe case: predicted (QEMU model), configured (QMP) and observed = the probe's
 ``user`` table, compared by :func:`rig.compare.threeway.compare`.  The runtime
 bits the guest kernel sets (OSXSAVE, OSPKE) follow their rules in
@@ -24,14 +24,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..compare.threeway import Finding
 from ..cpuid.catalogue import catalogue
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
-from ..matrix.model import Case
 from ..qemu.binaries import QemuBinary
 from ..qemu.launcher import Observation
-from .result import CaseResult
+from ..results import Case, CaseResult, Finding
 
 if TYPE_CHECKING:
     from .execute import RunContext

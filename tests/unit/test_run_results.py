@@ -7,11 +7,9 @@ import json
 
 import pytest
 
-from rig.compare.threeway import Finding, IssueRef
 from rig.cpuid.table import Location
-from rig.matrix.model import DEFAULT_FAIL_ON, Case
+from rig.results import DEFAULT_FAIL_ON, Case, CaseResult, Finding, IssueRef, judge
 from rig.run.progress import Progress
-from rig.run.result import CaseResult, judge
 from rig.run.rundir import RunDir, RunDirError
 
 
