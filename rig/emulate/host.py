@@ -124,6 +124,7 @@ class EmulatedHost:
         self._frames: list[Frame] = []
         self._case = 0
         self._failed = False
+        self._outer_version: str | None = None
 
     @classmethod
     def from_spec(cls, spec: str | EmulatedHostSpec, **kwargs) -> EmulatedHost:
@@ -139,6 +140,11 @@ class EmulatedHost:
         series = self._image.series if self._image else self.kernel
         p = params_label(self.params)
         return f"{self.cpu}@{series}" + (f",{p}" if p else "")
+
+    @property
+    def outer_qemu_version(self) -> str | None:
+        """The version of the QEMU that runs L1 (known once it started)."""
+        return self._outer_version
 
     # -- lifecycle -----------------------------------------------------------
     def __enter__(self) -> EmulatedHost:
@@ -248,7 +254,7 @@ class EmulatedHost:
             "release": image.release,
             "series": image.series,
             "params": dict(self.params),
-            "outer_qemu": getattr(self, "_outer_version", None),
+            "outer_qemu": self._outer_version,
             "outer_accel": "tcg",
             "l1_machine": self.boot["machine"],
             "l1_memory": self.memory,

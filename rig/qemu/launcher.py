@@ -123,9 +123,9 @@ class LaunchSpec:
     query_definitions: bool = False
     probe_check: ProbeCheck | None = None
     connect_timeout: float = 10.0
-    #: called once right after QEMU has started: work of the caller's that does not need QEMU's
-    #: answers (e.g. the case's prediction) runs while QEMU starts up instead of after it exits
-    on_started: Callable[[], None] | None = None
+    #: set once QEMU has been started (or could not be): a caller's work that does not need QEMU's
+    #: answers (the case's prediction) can run while QEMU starts up instead of after it exits
+    started: asyncio.Event | None = None
 
 
 @dataclass
@@ -454,14 +454,16 @@ async def launch(spec: LaunchSpec) -> Observation:
             try:
                 run.proc = _start(argv, err_file)
             except OSError as e:
+                if spec.started is not None:
+                    spec.started.set()
                 err_file.write(f"cannot start {argv[0]}: {e.strerror}\n".encode())
                 err_file.flush()
                 _settle(live_serial, serial_path)
                 return _observation(spec, argv, None, "qemu-error", f"cannot start {argv[0]}: {e.strerror}",
                                     serial_path, qmp_path, stderr_path, obs, t_start, run)
             run._mark("spawn", t0)
-            if spec.on_started is not None:
-                spec.on_started()
+            if spec.started is not None:
+                spec.started.set()
             if want_qmp:
                 try:
                     ready_deadline = min(deadline, time.monotonic() + spec.connect_timeout)

@@ -99,7 +99,7 @@ def _findings_table(r: CaseResult) -> str:
 def html_report(results: Sequence[CaseResult], *, matrix: str, run_dir: str = "", info: dict | None = None,
                 max_grids: int = 200) -> str:
     s = summarise(results)
-    ordered = sorted(results, key=lambda r: ({"fail": 0, "error": 1, "expected": 2, "pass": 3}[r.verdict], r.id))
+    ordered = sorted(results, key=lambda r: ({"fail": 0, "error": 1, "expected": 2, "approximate": 3, "pass": 4}[r.verdict], r.id))
     info = info or {}
     out = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -110,7 +110,7 @@ def html_report(results: Sequence[CaseResult], *, matrix: str, run_dir: str = ""
         '<h2 id="summary">Summary</h2><table>',
         f"<tr><th>cases</th><td class=num>{s.total}</td></tr>",
     ]
-    for v in ("pass", "expected", "fail", "error"):
+    for v in ("pass", "approximate", "expected", "fail", "error"):
         out.append(f'<tr><th class="{v}">{v}</th><td class=num>{s.verdicts[v]}</td></tr>')
     out.append("</table><table><tr><th>outcome</th><th>cases</th></tr>")
     out += [f"<tr><td>{_e(o)}</td><td class=num>{n}</td></tr>" for o, n in sorted(s.outcomes.items())]
@@ -144,6 +144,9 @@ def html_report(results: Sequence[CaseResult], *, matrix: str, run_dir: str = ""
                        f"{_e(r.outcome_issue.title)}</p>")
         if r.quirk:
             out.append(f"<p>Host quirk: {_e(r.quirk)}</p>")
+        if r.approximations:
+            out.append("<p>Approximate prediction:</p><ul>" +
+                       "".join(f"<li>{_e(a)}</li>" for a in r.approximations) + "</ul>")
         out.append(_findings_table(r))
         if r.words and grids < max_grids:
             grids += 1

@@ -15,15 +15,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..caseaxes import (
+    BootForm,
+    CaseSpecError,
+    EmulatedHostSpec,
+    GuestKind,
+    GuestSpec,
+    HostSpec,
+    MachineSpec,
+    parse_guest,
+    parse_host,
+    parse_machine,
+)
 from ..errors import RigError
 from ..guest.probe_build import ProbeArtifacts
 from ..guest.protocol import ProbeProtocolError, ProbeReport, parse_transcript
 from ..qemu.launcher import ProbeVerdict
+from ..results import Case
 
-FORMS = ("pvh", "bootsector", "qboot")
+FORMS = tuple(f.value for f in BootForm)
 #: the firmware image of the qboot form (qemu-system-data ships it next to SeaBIOS)
 QBOOT = "qboot.rom"
-RUNNABLE_GUESTS = ("probe", "linux", "ssh")
+RUNNABLE_GUESTS = tuple(k.value for k in GuestKind)
 
 
 class GuestError(RigError):
@@ -45,27 +58,32 @@ class Boot:
         return p
 
 
-def split_machine(machine: str) -> tuple[str, str]:
+def _machine(machine: str | MachineSpec) -> MachineSpec:
+    if isinstance(machine, MachineSpec):
+        return machine
+    try:
+        return parse_machine(machine)
+    except CaseSpecError as e:
+        raise GuestError(str(e)) from None
+
+
+def split_machine(machine: str | MachineSpec) -> tuple[str, str]:
     """``"q35+pvh"`` -> ("q35", "pvh"); ``"microvm"`` -> ("microvm", "pvh"); ``"pc"`` -> ("pc", "bootsector")."""
-    base, _, forced = machine.partition("+")
-    if forced:
-        if forced not in FORMS:
-            raise GuestError(f"machine {machine!r}: unknown probe form {forced!r} (expected one of: {', '.join(FORMS)})")
-        return base, forced
-    return base, ("pvh" if base.startswith("microvm") else "bootsector")
+    m = _machine(machine)
+    return m.base, m.form.value
 
 
-def probe_boot(machine: str, probe: ProbeArtifacts) -> Boot:
-    base, form = split_machine(machine)
-    if form == "pvh":
-        return Boot(base, form, kernel=probe.pvh)
-    if form == "qboot":
-        if base.startswith("microvm"):
-            raise GuestError(f"machine {machine!r}: microvm has its own minimal firmware; use plain microvm")
-        return Boot(base, "pvh", kernel=probe.pvh, bios=QBOOT)
-    if base.startswith("microvm"):
-        raise GuestError(f"machine {machine!r}: microvm has no BIOS disk boot; use the pvh form")
-    return Boot(base, form, drive=probe.bootsector)
+def probe_boot(machine: str | MachineSpec, probe: ProbeArtifacts) -> Boot:
+    m = _machine(machine)
+    if m.form == BootForm.PVH:
+        return Boot(m.base, "pvh", kernel=probe.pvh)
+    if m.form == BootForm.QBOOT:
+        if m.is_microvm:
+            raise GuestError(f"machine {m}: microvm has its own minimal firmware; use plain microvm")
+        return Boot(m.base, "pvh", kernel=probe.pvh, bios=QBOOT)
+    if m.is_microvm:
+        raise GuestError(f"machine {m}: microvm has no BIOS disk boot; use the pvh form")
+    return Boot(m.base, m.form.value, drive=probe.bootsector)
 
 
 def guest_kind(guest: str) -> tuple[str, str | None]:
@@ -75,24 +93,34 @@ def guest_kind(guest: str) -> tuple[str, str | None]:
 
 
 def check_guest(guest: str, machine: str | None = None, host: str = "native") -> None:
-    kind, arg = guest_kind(guest)
-    if host.startswith("emulated:") and kind != "probe":
-        raise GuestError(f"guest {guest!r} on host {host!r}: emulated hosts run the probe as their L2 guests only",
-                         hint="use guests = [\"probe\"] for emulated hosts")
-    if kind not in RUNNABLE_GUESTS:
-        raise GuestError(f"guest {guest!r} cannot be run by `rig run` yet (runnable: {', '.join(RUNNABLE_GUESTS)})",
-                         hint="use guests = [\"probe\"], [\"linux\"] or [\"ssh\"] in the matrix")
-    if arg is not None and kind != "linux":
-        raise GuestError(f"guest {guest!r}: only the linux guest takes an argument (linux@KERNEL, e.g. linux@6.1)")
-    guest = kind
-    if guest == "linux" and machine is not None:
+    """:func:`check_case_guest` for a matrix's strings."""
+    try:
+        g, h = parse_guest(guest), parse_host(host)
+        m = parse_machine(machine) if machine is not None else None
+    except CaseSpecError as e:
+        raise GuestError(e.args[0], hint=e.hint) from None
+    _check(g, h, m)
+
+
+def check_case_guest(case: Case) -> None:
+    """Fail early (before any QEMU starts) for a guest this host or machine cannot run."""
+    _check(case.guest_spec, case.host_spec, case.machine_spec)
+
+
+def _check(g: GuestSpec, host: HostSpec, machine: MachineSpec | None) -> None:
+    if isinstance(host, EmulatedHostSpec) and g.kind != GuestKind.PROBE:
+        raise GuestError(f"guest {str(g)!r} on host {str(host)!r}: emulated hosts run the probe as their L2 "
+                         "guests only", hint="use guests = [\"probe\"] for emulated hosts")
+    if machine is None:
+        return
+    if g.kind == GuestKind.LINUX:
         from .linux_case import check_linux_machine
 
-        check_linux_machine(machine)
-    if guest == "ssh" and machine is not None:
+        check_linux_machine(str(machine))
+    elif g.kind == GuestKind.SSH:
         from .ssh_case import check_ssh_machine
 
-        check_ssh_machine(machine)
+        check_ssh_machine(str(machine))
 
 
 class ProbeReader:

@@ -1,80 +1,59 @@
-"""The predicted view of a case, from the QEMU CPU-model layer model (rig.qemu.model*).
+"""The predicted view of a case: the QEMU CPU-model layer model (rig.qemu.model) on the host's inputs.
 
-The model is another module's job; this adapter only asks it.  When the model
-is not importable (or cannot predict a case, e.g. a model it does not know),
-the prediction is ``None`` and the comparison has two views (configured and
-observed); the result says why in ``prediction_note``.
+The one adapter between a run and the model: :class:`Predictor` takes a case and its
+host's inputs (:mod:`rig.run.hosts`: QEMU facts, and for ``-accel kvm`` KVM's supported
+table and the host's raw CPUID) and asks :func:`rig.qemu.model.predict_guest`.  A case
+the model cannot predict (e.g. a CPU model it does not know) gets no table and a note
+saying why; the comparison then has two views (configured and observed).
 
-`rig run` asks for a case's prediction while that case's QEMU starts up
-(:attr:`rig.qemu.launcher.LaunchSpec.on_started`), before QEMU has answered
-anything: ``expansion`` is then None.  The model must not need QEMU's answers
-(a prediction made from them would be a copy of what it is compared with).
+The model never sees QEMU's answers for the case (a prediction made from them would be a
+copy of what it is compared with), so ``rig run`` predicts while the case's QEMU starts
+up (rig.run.execute.run_case).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
+from ..qemu.model import predict_guest
 from ..results import Case
+from .hosts import HostInputs, KvmInputs
 
-#: fn(case, qemu_version, expansion) -> CpuidTable | None
+#: a replacement model for tests: fn(case, qemu_version, expansion) -> CpuidTable | None
 PredictFn = Callable[[Case, str, dict | None], CpuidTable | None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prediction:
     table: CpuidTable | None
     note: str = ""
     #: the predicted QMP ``filtered-features`` (None when the model does not say)
     filtered: CpuidTable | None = None
-
-
-#: fn(case, qemu_version, expansion) -> (configured table, filtered features or None)
-ViewsFn = Callable[[Case, str, dict | None], tuple[CpuidTable | None, CpuidTable | None]]
-
-
-def _table_only(fn: PredictFn) -> ViewsFn:
-    """A model that predicts only the configured table: no filtered features."""
-    return lambda case, version, expansion: (fn(case, version, expansion), None)
-
-
-def _find_model() -> tuple[ViewsFn | None, str]:
-    try:
-        mod = importlib.import_module("rig.qemu.model")
-    except ImportError as e:
-        return None, f"QEMU model layer not available ({e})"
-    views = getattr(mod, "predict_case_views", None)
-    if views is not None:
-        return views, ""
-    fn = getattr(mod, "predict_case", None)
-    if fn is None:
-        return None, "rig.qemu.model has no predict_case()"
-    return _table_only(fn), ""
+    #: approximate inputs the prediction rests on, one sentence each (what was used, how to get the exact one)
+    approximations: tuple[str, ...] = ()
+    #: the KVM policy model's supported table (emulated hosts: compared with L1's measured one, view "kvm")
+    kvm_supported: CpuidTable | None = None
 
 
 class Predictor:
-    """One per run: resolves the model once."""
+    """One per run (``fn``: a replacement model, for tests)."""
 
     def __init__(self, fn: PredictFn | None = None) -> None:
-        if fn is None:
-            self._fn, self._why = _find_model()
-        else:
-            self._fn, self._why = _table_only(fn), ""
+        self._fn = fn
 
-    @property
-    def available(self) -> bool:
-        return self._fn is not None
-
-    def __call__(self, case: Case, qemu_version: str, expansion: dict[str, Any] | None) -> Prediction:
-        if self._fn is None:
-            return Prediction(None, self._why)
+    def __call__(self, case: Case, inputs: HostInputs) -> Prediction:
+        kvm: KvmInputs | None = None
         try:
-            table, filtered = self._fn(case, qemu_version, expansion)
-            return Prediction(table, filtered=filtered)
+            if case.accel == "kvm":
+                kvm = inputs.kvm()
+            if self._fn is not None:
+                return Prediction(self._fn(case, "", None))
+            p = predict_guest(inputs.facts(case), case.cpu_arg, case.accel, case.machine_spec.base,
+                              kvm.supported if kvm else None, host_raw=kvm.raw if kvm else None)
+            return Prediction(p.with_levels(), filtered=p.filtered, note=kvm.note if kvm else "",
+                              kvm_supported=kvm.predicted_supported if kvm else None)
         except RigError as e:
-            return Prediction(None, f"no prediction: {e}")
+            return Prediction(None, f"no prediction: {e}", kvm_supported=kvm.predicted_supported if kvm else None)

@@ -40,7 +40,7 @@ class _Runs:
 
     def context(self, matrix):
         from ..guest.probe_build import build_probe
-        from .execute import RunContext
+        from .context import RunContext
         from .rundir import RunDir, RunInfo
 
         key = str(matrix.path)

@@ -9,7 +9,8 @@ import pytest
 
 from rig.matrix.expand import expand
 from rig.matrix.load import load_matrix
-from rig.run.execute import RunContext, run_cases
+from rig.run.context import RunContext
+from rig.run.execute import run_cases
 from rig.run.rundir import RunDir, RunInfo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
