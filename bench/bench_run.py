@@ -40,7 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rig.guest.probe_build import build_probe  # noqa: E402
+from rig.images.probe import build_probe  # noqa: E402
 from rig.matrix.expand import expand  # noqa: E402
 from rig.matrix.load import load_matrix  # noqa: E402
 from rig.qemu.binaries import find_qemu  # noqa: E402

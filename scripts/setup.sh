@@ -30,7 +30,7 @@ fi
 PY=${PYTHON:-python3}
 # The rig must be installed from *this* tree (a CI clone must not test another checkout's editable install).
 here=$(pwd -P)
-installed=$(cd / && $PY -c 'import os, rig, qemu.qmp, paramiko, pytest; print(os.path.dirname(os.path.dirname(os.path.realpath(rig.__file__))))' 2>/dev/null || true)
+installed=$(cd / && $PY -c 'import os, rig, qemu.qmp, paramiko, pytest, importlinter; print(os.path.dirname(os.path.dirname(os.path.realpath(rig.__file__))))' 2>/dev/null || true)
 if [ "$installed" != "$here" ] || [ "${RIG_SETUP_FORCE_PIP:-}" = 1 ]; then
     echo "setup: installing the rig and its Python dependencies"
     $PY -m pip install -q --disable-pip-version-check -e '.[test]'

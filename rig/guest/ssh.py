@@ -629,7 +629,7 @@ def _not_up_reason(e: BaseException) -> str:
 
 def default_tools() -> dict[str, Path]:
     """The rig's guest tools, built on demand: ``probe-user`` and ``insncheck``."""
-    from .insncheck_build import build_insncheck
-    from .probe_build import build_probe
+    from ..images.insncheck import build_insncheck
+    from ..images.probe import build_probe
 
     return {"probe-user": build_probe().user, "insncheck": build_insncheck()}

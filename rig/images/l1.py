@@ -171,7 +171,7 @@ def base_entries(recipe: L1Recipe, probe: Path | None, with_qemu: bool = True) -
         q, qemu_version = qemu_entries(recipe)
         entries += q
         if probe is None:
-            from ..guest.probe_build import build_probe
+            from .probe import build_probe
 
             probe = build_probe().pvh
         entries.append(ir.file(L1_PROBE.lstrip("/"), probe, 0o644))

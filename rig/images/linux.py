@@ -3,7 +3,7 @@
 :func:`build_linux_image` fetches the kernel (:func:`rig.images.kernel.fetch_kernel`)
 and busybox-static (:func:`fetch_busybox`, ``apt-get download`` through
 :class:`rig.images.debian.DebianArchive`) and builds the probe
-(:func:`rig.guest.probe_build.build_probe`). It then writes a deterministic
+(:func:`rig.images.probe.build_probe`). It then writes a deterministic
 initramfs (:mod:`rig.images.initramfs`) with ``/init`` from ``guests/linux/init``.
 The entry ``<cache>/linux/<digest>/`` holds ``vmlinuz`` (the Debian bzImage),
 ``vmlinux`` (its uncompressed ELF, booted through its PVH note),
@@ -220,7 +220,7 @@ def build_linux_image(
 ) -> LinuxImage:
     """Build (or find in the cache) the linux guest for ``kernel`` (a version request such as
     ``"6.1"``, ``"7.3"``, ``"newest"``, a full release, or a fetched :class:`DebianKernel`)."""
-    from ..guest.probe_build import build_probe
+    from .probe import build_probe
 
     recipe = recipe or load_recipe()
     if not isinstance(kernel, DebianKernel):

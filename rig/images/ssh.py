@@ -359,7 +359,7 @@ def build_ssh_image(
 
 def build_default_ssh_image(*, log: Callable[[str], None] = _log_default) -> SshImage:
     """The rig's ssh image with the current probe (user form) and insncheck builds in it."""
-    from ..guest.insncheck_build import build_insncheck
-    from ..guest.probe_build import build_probe
+    from .insncheck import build_insncheck
+    from .probe import build_probe
 
     return build_ssh_image({"probe-user": build_probe().user, "insncheck": build_insncheck()}, log=log)

@@ -5,14 +5,24 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from ..results import CaseResult
-from ..run.rundir import RunDir
 from .html import html_report
 from .junit import junit_xml
 from .summary import summarise
 
 REPORT_FORMAT = "rig-report/1"
+
+
+class RunRecord(Protocol):
+    """A finished (or interrupted) run: its directory, its results and its ``run.json`` (rig.run.rundir.RunDir)."""
+
+    path: Path
+
+    def results(self) -> list[CaseResult]: ...
+
+    def read_info(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ def json_report(results: list[CaseResult], *, matrix: str, info: dict) -> dict:
     }
 
 
-def write_reports(run: RunDir, results: list[CaseResult] | None = None, *, out: Path | None = None) -> ReportPaths:
+def write_reports(run: RunRecord, results: list[CaseResult] | None = None, *, out: Path | None = None) -> ReportPaths:
     results = run.results() if results is None else results
     info = run.read_info()
     matrix = info.get("matrix_name", "matrix")

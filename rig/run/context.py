@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cpuid.table import CpuidTable
-from ..guest.probe_build import ProbeArtifacts
+from ..images.probe import ProbeArtifacts
 from ..matrix.model import Matrix
 from ..qemu.binaries import QemuBinary
 from .hosts import QemuFacts

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from ..caseaxes import EmulatedHostSpec, GuestKind
 from ..errors import RigError
-from ..guest.probe_build import build_probe
 from ..history.db import History, HistoryDiff
 from ..history.fingerprint import HostFingerprint, current
+from ..images.probe import build_probe
 from ..matrix.expand import expand
 from ..matrix.load import load_matrix
 from ..matrix.model import Matrix

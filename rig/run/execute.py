@@ -27,8 +27,8 @@ from ..caseaxes import EmulatedHostSpec, GuestKind, SimulatedHost
 from ..errors import RigError
 from ..results import Case, CaseResult, Outcome, judge
 from .assemble import assemble
+from .checks import check_case_guest
 from .context import RunContext
-from .guests import check_case_guest
 from .hosts import HostInputs, inputs_for
 from .observation import CaseObservation
 

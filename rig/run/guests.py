@@ -1,6 +1,6 @@
 """How a case's guest boots: which probe form on which machine, and how to read its report.
 
-The probe comes in two boot forms (rig.guest.probe_build): a PVH ELF for
+The probe comes in two boot forms (rig.images.probe): a PVH ELF for
 ``-kernel`` and a SeaBIOS boot sector.  ``microvm`` has no BIOS disk boot, so
 it takes the PVH form (protected and long mode); ``pc``/``q35`` boot the boot
 sector, which also reports real mode.  A machine can be forced to a form with a
@@ -18,20 +18,14 @@ from pathlib import Path
 from ..caseaxes import (
     BootForm,
     CaseSpecError,
-    EmulatedHostSpec,
     GuestKind,
-    GuestSpec,
-    HostSpec,
     MachineSpec,
-    parse_guest,
-    parse_host,
     parse_machine,
 )
 from ..errors import RigError
-from ..guest.probe_build import ProbeArtifacts
 from ..guest.protocol import ProbeProtocolError, ProbeReport, parse_transcript
+from ..images.probe import ProbeArtifacts
 from ..qemu.launcher import ProbeVerdict
-from ..results import Case
 
 FORMS = tuple(f.value for f in BootForm)
 #: the firmware image of the qboot form (qemu-system-data ships it next to SeaBIOS)
@@ -90,37 +84,6 @@ def guest_kind(guest: str) -> tuple[str, str | None]:
     """``"linux@6.1"`` -> ("linux", "6.1"); ``"probe"`` -> ("probe", None)."""
     kind, sep, arg = guest.partition("@")
     return kind, (arg if sep else None)
-
-
-def check_guest(guest: str, machine: str | None = None, host: str = "native") -> None:
-    """:func:`check_case_guest` for a matrix's strings."""
-    try:
-        g, h = parse_guest(guest), parse_host(host)
-        m = parse_machine(machine) if machine is not None else None
-    except CaseSpecError as e:
-        raise GuestError(e.args[0], hint=e.hint) from None
-    _check(g, h, m)
-
-
-def check_case_guest(case: Case) -> None:
-    """Fail early (before any QEMU starts) for a guest this host or machine cannot run."""
-    _check(case.guest_spec, case.host_spec, case.machine_spec)
-
-
-def _check(g: GuestSpec, host: HostSpec, machine: MachineSpec | None) -> None:
-    if isinstance(host, EmulatedHostSpec) and g.kind != GuestKind.PROBE:
-        raise GuestError(f"guest {str(g)!r} on host {str(host)!r}: emulated hosts run the probe as their L2 "
-                         "guests only", hint="use guests = [\"probe\"] for emulated hosts")
-    if machine is None:
-        return
-    if g.kind == GuestKind.LINUX:
-        from .linux_case import check_linux_machine
-
-        check_linux_machine(str(machine))
-    elif g.kind == GuestKind.SSH:
-        from .ssh_case import check_ssh_machine
-
-        check_ssh_machine(str(machine))
 
 
 class ProbeReader:

@@ -22,8 +22,7 @@ from ..errors import RigError
 from ..guest.linux_run import LinuxBootError, boot_linux_async, linux_command, machine_boot
 from ..images.linux import LinuxImage, build_linux_image, load_recipe
 from ..results import Case
-from .observation import CaseObservation, OsObservation
-from .probe_case import from_launch
+from .observation import CaseObservation, OsObservation, from_launch
 
 if TYPE_CHECKING:
     from .context import RunContext

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cpuid.table import CpuidTable
+from ..qemu.launcher import Observation
 from ..results import Finding, Outcome
 
 
@@ -57,3 +58,10 @@ class CaseObservation:
         if self.outcome != Outcome.OK:
             self.observed = {}
             self.runtime = None
+
+
+def from_launch(obs: Observation, version: str, **fields) -> CaseObservation:
+    """The launcher's QMP views and outcome as a :class:`CaseObservation` (``fields``: the rest)."""
+    return CaseObservation(obs.outcome, obs.message, version, configured=obs.feature_words,
+                           filtered=obs.filtered_features, expansion=obs.expansion, exit_code=obs.exit_code,
+                           timings_ms=obs.timings_ms, **fields)

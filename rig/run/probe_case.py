@@ -13,20 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..qemu.cmdline import QemuCommand
-from ..qemu.launcher import LaunchSpec, Observation, launch
+from ..qemu.launcher import LaunchSpec, launch
 from ..results import Case
 from .guests import ProbeReader, probe_boot
-from .observation import CaseObservation
+from .observation import CaseObservation, from_launch
 
 if TYPE_CHECKING:
     from .context import RunContext
-
-
-def from_launch(obs: Observation, version: str, **fields) -> CaseObservation:
-    """The launcher's QMP views and outcome as a :class:`CaseObservation` (``fields``: the rest)."""
-    return CaseObservation(obs.outcome, obs.message, version, configured=obs.feature_words,
-                           filtered=obs.filtered_features, expansion=obs.expansion, exit_code=obs.exit_code,
-                           timings_ms=obs.timings_ms, **fields)
 
 
 async def observe_probe(ctx: RunContext, case: Case, workdir: Path, started: asyncio.Event) -> CaseObservation:

@@ -39,7 +39,7 @@ class _Runs:
         self.written: list[Path] = []
 
     def context(self, matrix):
-        from ..guest.probe_build import build_probe
+        from ..images.probe import build_probe
         from .context import RunContext
         from .rundir import RunDir, RunInfo
 

@@ -47,8 +47,7 @@ from ..matrix.model import KnownIssue
 from ..qemu.cmdline import QemuCommand
 from ..qemu.launcher import LaunchSpec, launch
 from ..results import Case, Finding, IssueRef, Outcome
-from .observation import CaseObservation, OsObservation
-from .probe_case import from_launch
+from .observation import CaseObservation, OsObservation, from_launch
 
 if TYPE_CHECKING:
     from ..images.ssh import SshImage

@@ -33,7 +33,7 @@ def test_emulated_host_cases(tmp_path, qemu_binary):
     m.write_text(MATRIX)
     matrix = load_matrix(m)
     cases = expand(matrix)
-    from rig.guest.probe_build import build_probe
+    from rig.images.probe import build_probe
 
     rd = RunDir.create(tmp_path / "run", matrix.name)
     rd.write_info(RunInfo(matrix=str(m), matrix_name=matrix.name, started_at="", argv=["pytest"]))

@@ -11,7 +11,8 @@ import pytest
 
 from rig.cpuid.table import CpuidTable
 from rig.errors import RigError
-from rig.run.guests import GuestError, check_guest
+from rig.run.checks import check_guest
+from rig.run.guests import GuestError
 from rig.run.linux_case import check_linux_machine
 from rig.run.userview import KernelFlagRule, kernel_flag_rules, kernel_view
 
