@@ -38,14 +38,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
-import logging
 import os
-import re
 import shlex
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,8 +52,10 @@ from qemu.qmp import QMPClient, QMPError
 from ..cpuid.table import CpuidTable
 from .process import QemuProcess, error_line, spawn_argv
 from .qmp import CpuDefinition, QmpFailure, QmpSession, RigQMPClient, Transcript
+from .runtime_dir import make_runtime_dir, remove_runtime_dir, runtime_base, settle_serial
 
-__all__ = ["LaunchSpec", "Observation", "ProbeVerdict", "classify", "error_line", "launch", "launch_sync", "spawn_argv"]
+__all__ = ["LaunchSpec", "Observation", "ProbeVerdict", "classify", "error_line", "launch", "launch_sync", "runtime_base",
+           "spawn_argv"]
 
 OUTCOMES = ("ok", "probe-failed", "qemu-aborted", "timeout", "qemu-error", "qmp-error")
 
@@ -77,9 +74,6 @@ def _start(argv: list[str], err_file) -> QemuProcess:
     return QemuProcess.start(argv, stderr=err_file)
 
 
-# qemu.qmp logs connection drops (QEMU exiting under it) as errors; they are
-# expected here and recorded in the transcript instead.
-logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
@@ -363,6 +357,26 @@ class _Run:
             # (a guest that resets or exits at once) is not a QMP failure
             raise seen.then_error
 
+    async def qmp_phase(self, obs: dict[str, Any], sock: Path, mode: str, cpu: str | None, then: str | None,
+                        deadline: float, t_spawn: float) -> bool:
+        """Connect, ask the CPU queries, then ``then``; a QMP failure goes to ``qmp_error``.  True when the
+        case's deadline passed on the way."""
+        try:
+            ready_deadline = min(deadline, time.monotonic() + self.spec.connect_timeout)
+            await self.connect(sock, mode, ready_deadline)
+            self._mark("qmp_connected", t_spawn)
+            if self.connected:
+                await self.queries(obs, cpu, then, ready_deadline, deadline, t_spawn)
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                return True
+            self.qmp_error = "QMP did not become ready"
+        except QmpFailure as e:
+            self.qmp_error = str(e)
+        except (QMPError, OSError, EOFError) as e:
+            self.qmp_error = f"QMP connection failed: {type(e).__name__}: {e}"
+        return False
+
     async def _exited_within(self, seconds: float) -> bool:
         assert self.proc is not None
         try:
@@ -422,10 +436,7 @@ async def launch(spec: LaunchSpec) -> Observation:
     serial_path = workdir / "serial.log"
     qmp_path = workdir / "qmp.jsonl"
     stderr_path = workdir / "stderr.log"
-    base = runtime_base()
-    sweep_stale_runtime_dirs(base)
-    rundir = Path(tempfile.mkdtemp(prefix=f"rig-{os.getpid()}-", dir=base))
-    os.chmod(rundir, 0o700)
+    rundir = make_runtime_dir()
     sock = rundir / "qmp.sock"
     # QEMU writes the serial output with one write() per character (7 KB from the probe):
     # serial.log in the work directory is a symbolic link into the runtime directory (usually
@@ -458,29 +469,15 @@ async def launch(spec: LaunchSpec) -> Observation:
                     spec.started.set()
                 err_file.write(f"cannot start {argv[0]}: {e.strerror}\n".encode())
                 err_file.flush()
-                _settle(live_serial, serial_path)
+                settle_serial(live_serial, serial_path)
                 return _observation(spec, argv, None, "qemu-error", f"cannot start {argv[0]}: {e.strerror}",
                                     serial_path, qmp_path, stderr_path, obs, t_start, run)
             run._mark("spawn", t0)
             if spec.started is not None:
                 spec.started.set()
             if want_qmp:
-                try:
-                    ready_deadline = min(deadline, time.monotonic() + spec.connect_timeout)
-                    await run.connect(sock, mode, ready_deadline)
-                    run._mark("qmp_connected", t0)
-                    if run.connected:
-                        then = "quit" if spec.query_only else ("cont" if paused else None)
-                        await run.queries(obs, _cpu_from_argv(argv), then, ready_deadline, deadline, t0)
-                except TimeoutError:
-                    if time.monotonic() >= deadline:
-                        timed_out = True
-                    else:
-                        run.qmp_error = "QMP did not become ready"
-                except QmpFailure as e:
-                    run.qmp_error = str(e)
-                except (QMPError, OSError, EOFError) as e:
-                    run.qmp_error = f"QMP connection failed: {type(e).__name__}: {e}"
+                then = "quit" if spec.query_only else ("cont" if paused else None)
+                timed_out = await run.qmp_phase(obs, sock, mode, _cpu_from_argv(argv), then, deadline, t0)
             if not timed_out and not await run.wait_exit(deadline):
                 timed_out = True
             if timed_out or (run.qmp_error and run.proc.returncode is None):
@@ -496,87 +493,26 @@ async def launch(spec: LaunchSpec) -> Observation:
             if run.client is not None:
                 with contextlib.suppress(Exception):
                     await run.client.disconnect()
-            _settle(live_serial, serial_path)
-            try:
-                sock.unlink(missing_ok=True)
-                rundir.rmdir()
-            except OSError:
-                shutil.rmtree(rundir, ignore_errors=True)
+            settle_serial(live_serial, serial_path)
+            remove_runtime_dir(rundir)
     exit_code = run.proc.returncode if run.proc else None
     stderr = stderr_path.read_text(errors="replace")
     serial_text = serial_path.read_text(errors="replace") if serial_path.exists() else ""
-    qmp_error = run.qmp_error
-    if qmp_error and run.shutdown_by:
-        # the exit status is the result of our shutdown; QMP failing is the finding
-        exit_code_for_class = 0
-    else:
-        exit_code_for_class = exit_code
-    outcome, message = classify(
-        exit_code=exit_code_for_class, timed_out=timed_out, qmp_ready=run.qmp_ready or not want_qmp,
-        qmp_error=qmp_error, stderr=stderr, serial_text=serial_text, query_only=spec.query_only,
-        probe_check=spec.probe_check, timeout=spec.timeout, shutdown=run.shutdown_by,
-    )
+    outcome, message = _classify_run(run, exit_code, timed_out, want_qmp, stderr, serial_text)
     return _observation(spec, argv, exit_code, outcome, message, serial_path, qmp_path, stderr_path, obs,
                         t_start, run, stderr=stderr, serial_text=serial_text)
 
 
-def runtime_base() -> str | None:
-    """Where the private runtime directories go: ``$XDG_RUNTIME_DIR``, else ``/dev/shm``
-    (both memory file systems on Debian), else the default temporary directory."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return xdg
-    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
-        return "/dev/shm"
-    return None
-
-
-_STALE_RE = re.compile(r"rig-(\d+)-[^/]+")
-
-
-@functools.cache
-def sweep_stale_runtime_dirs(base: str | None) -> int:
-    """Remove runtime directories (``rig-PID-*``) left in ``base`` by rigs that were killed (SIGKILL: no
-    cleanup ran), once per process and base; a directory whose PID is alive is kept.  Returns how many
-    went.  Their QEMUs are gone too: they ran under the parent-death signal."""
-    root = Path(base or tempfile.gettempdir())
-    removed = 0
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return 0
-    for d in entries:
-        m = _STALE_RE.fullmatch(d.name)
-        if m is None or not d.is_dir() or d.is_symlink():
-            continue
-        pid = int(m.group(1))
-        try:
-            os.kill(pid, 0)
-            continue  # alive (or a reused PID): not ours to remove
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # another user's live process
-        shutil.rmtree(d, ignore_errors=True)
-        removed += 1
-    return removed
-
-
-def _settle(live: Path, link: Path) -> None:
-    """Replace the symbolic link ``link`` (work directory) by the file ``live`` (runtime directory)
-    it points to; no file at all when QEMU never wrote it."""
-    if not link.is_symlink():
-        return
-    try:
-        data = live.read_bytes()
-    except FileNotFoundError:
-        link.unlink()
-        return
-    # in place, no temporary file and rename: a case's artifacts count only once its result
-    # is recorded (each file created costs ~0.3 ms of kernel CPU on this machine's ext4)
-    link.unlink()
-    link.write_bytes(data)
-    live.unlink()
+def _classify_run(run: _Run, exit_code: int | None, timed_out: bool, want_qmp: bool, stderr: str,
+                  serial_text: str) -> tuple[str, str]:
+    spec = run.spec
+    # after our shutdown of a QEMU whose QMP failed, the exit status is ours; QMP failing is the finding
+    code = 0 if run.qmp_error and run.shutdown_by else exit_code
+    return classify(
+        exit_code=code, timed_out=timed_out, qmp_ready=run.qmp_ready or not want_qmp,
+        qmp_error=run.qmp_error, stderr=stderr, serial_text=serial_text, query_only=spec.query_only,
+        probe_check=spec.probe_check, timeout=spec.timeout, shutdown=run.shutdown_by,
+    )
 
 
 def _observation(spec: LaunchSpec, argv: list[str], exit_code: int | None, outcome: str, message: str,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..compare.known import case_fields, match_outcome
-from ..compare.threeway import compare
+from ..compare.threeway import Views, compare
 from ..cpuid.table import REGISTERS, CpuidTable
 from ..guest.quirks import detect_host_quirk
 from ..matrix.model import KnownIssue
@@ -93,10 +93,10 @@ def assemble(case: Case, pred: Prediction, obs: CaseObservation, workdir: Path, 
         observed = {"user": obs.os.user} if obs.os.user is not None and obs.outcome == Outcome.OK else {}
         runtime = obs.os.runtime if observed else None
     quirk = detect_quirk(case, obs, observed, host_raw)
-    comparison = compare(case, predicted=pred.table, configured=obs.configured, observed=observed, quirk=quirk,
-                         known=known, qemu_version=version, runtime=runtime, predicted_filtered=pred.filtered,
-                         configured_filtered=obs.filtered, kvm_predicted=pred.kvm_supported,
-                         kvm_measured=obs.kvm_measured)
+    comparison = compare(case, Views(predicted=pred.table, configured=obs.configured, observed=observed,
+                                     runtime=runtime, predicted_filtered=pred.filtered, configured_filtered=obs.filtered,
+                                     kvm_predicted=pred.kvm_supported, kvm_measured=obs.kvm_measured),
+                         quirk=quirk, known=known, qemu_version=version)
     result.findings = [*comparison.findings, *obs.extra_findings]
     result.quirk = quirk
     mode = observed_mode(observed)
