@@ -50,6 +50,7 @@ from typing import Any
 from qemu.qmp import QMPClient, QMPError
 
 from ..cpuid.table import CpuidTable
+from ..results import Outcome
 from .process import QemuProcess, error_line, spawn_argv
 from .qmp import CpuDefinition, QmpFailure, QmpSession, RigQMPClient, Transcript
 from .runtime_dir import make_runtime_dir, remove_runtime_dir, runtime_base, settle_serial
@@ -57,7 +58,8 @@ from .runtime_dir import make_runtime_dir, remove_runtime_dir, runtime_base, set
 __all__ = ["LaunchSpec", "Observation", "ProbeVerdict", "classify", "error_line", "launch", "launch_sync", "runtime_base",
            "spawn_argv"]
 
-OUTCOMES = ("ok", "probe-failed", "qemu-aborted", "timeout", "qemu-error", "qmp-error")
+#: the outcomes a launch can have (rig.results.Outcome: all but "simulated" and "rig-error")
+OUTCOMES = tuple(o for o in Outcome if o not in (Outcome.SIMULATED, Outcome.RIG_ERROR))
 
 #: isa-debug-exit: QEMU exits with (value << 1) | 1; the probe writes 0x10 on
 #: success and 0x11 on failure (guests/probe/probe.h).
@@ -126,7 +128,7 @@ class LaunchSpec:
 class Observation:
     argv: list[str]
     exit_code: int | None
-    outcome: str
+    outcome: Outcome
     serial_path: Path | None
     serial_text: str
     qmp_transcript_path: Path | None
@@ -162,7 +164,7 @@ def classify(
     probe_check: ProbeCheck | None = None,
     timeout: float | None = None,
     shutdown: str = "",
-) -> tuple[str, str]:
+) -> tuple[Outcome, str]:
     """(outcome, one-line message) for a finished run; see :data:`OUTCOMES`.
 
     * ``timeout``: QEMU did not exit in time (it was shut down by ``shutdown``);
@@ -180,31 +182,31 @@ def classify(
     if timed_out:
         limit = f" {timeout:g} s" if timeout is not None else ""
         how = f"; stopped by {shutdown}" if shutdown else ""
-        return "timeout", f"QEMU did not exit within{limit}{how}"
+        return Outcome.TIMEOUT, f"QEMU did not exit within{limit}{how}"
     if exit_code is None:
-        return "qemu-aborted", "QEMU exit status unknown"
+        return Outcome.QEMU_ABORTED, "QEMU exit status unknown"
     if exit_code < 0:
         try:
             sig = signal.Signals(-exit_code).name
         except ValueError:
             sig = f"signal {-exit_code}"
-        return "qemu-aborted", f"QEMU killed by {sig}" + (f": {err}" if err else "")
+        return Outcome.QEMU_ABORTED, f"QEMU killed by {sig}" + (f": {err}" if err else "")
     if not qmp_ready and exit_code != 0 and exit_code not in (PROBE_EXIT_OK, PROBE_EXIT_FAIL):
-        return "qemu-error", err or f"QEMU exited with status {exit_code} at start-up"
+        return Outcome.QEMU_ERROR, err or f"QEMU exited with status {exit_code} at start-up"
     if qmp_error:
         if exit_code not in (0, PROBE_EXIT_OK, PROBE_EXIT_FAIL):
-            return "qemu-aborted", err or f"QEMU exited with status {exit_code} during QMP ({qmp_error})"
-        return "qmp-error", qmp_error
+            return Outcome.QEMU_ABORTED, err or f"QEMU exited with status {exit_code} during QMP ({qmp_error})"
+        return Outcome.QMP_ERROR, qmp_error
     if query_only:
         if exit_code == 0:
-            return "ok", "QMP queries done"
-        return "qemu-aborted", err or f"QEMU exited with status {exit_code}"
+            return Outcome.OK, "QMP queries done"
+        return Outcome.QEMU_ABORTED, err or f"QEMU exited with status {exit_code}"
     if exit_code not in (0, PROBE_EXIT_OK, PROBE_EXIT_FAIL):
-        return "qemu-aborted", err or f"QEMU exited with status {exit_code} before the probe reported"
+        return Outcome.QEMU_ABORTED, err or f"QEMU exited with status {exit_code} before the probe reported"
     verdict = (probe_check or exit_code_check)(serial_text, exit_code)
     if verdict.complete:
-        return "ok", verdict.message or "probe reported"
-    return "probe-failed", verdict.message or "probe did not report"
+        return Outcome.OK, verdict.message or "probe reported"
+    return Outcome.PROBE_FAILED, verdict.message or "probe did not report"
 
 
 # ---------------------------------------------------------------------------
@@ -470,7 +472,7 @@ async def launch(spec: LaunchSpec) -> Observation:
                 err_file.write(f"cannot start {argv[0]}: {e.strerror}\n".encode())
                 err_file.flush()
                 settle_serial(live_serial, serial_path)
-                return _observation(spec, argv, None, "qemu-error", f"cannot start {argv[0]}: {e.strerror}",
+                return _observation(spec, argv, None, Outcome.QEMU_ERROR, f"cannot start {argv[0]}: {e.strerror}",
                                     serial_path, qmp_path, stderr_path, obs, t_start, run)
             run._mark("spawn", t0)
             if spec.started is not None:
@@ -504,7 +506,7 @@ async def launch(spec: LaunchSpec) -> Observation:
 
 
 def _classify_run(run: _Run, exit_code: int | None, timed_out: bool, want_qmp: bool, stderr: str,
-                  serial_text: str) -> tuple[str, str]:
+                  serial_text: str) -> tuple[Outcome, str]:
     spec = run.spec
     # after our shutdown of a QEMU whose QMP failed, the exit status is ours; QMP failing is the finding
     code = 0 if run.qmp_error and run.shutdown_by else exit_code
@@ -515,7 +517,7 @@ def _classify_run(run: _Run, exit_code: int | None, timed_out: bool, want_qmp: b
     )
 
 
-def _observation(spec: LaunchSpec, argv: list[str], exit_code: int | None, outcome: str, message: str,
+def _observation(spec: LaunchSpec, argv: list[str], exit_code: int | None, outcome: Outcome, message: str,
                  serial_path: Path, qmp_path: Path, stderr_path: Path, obs: dict[str, Any], t_start: float,
                  run: _Run, *, stderr: str | None = None, serial_text: str = "") -> Observation:
     if stderr is None:

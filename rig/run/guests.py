@@ -80,12 +80,6 @@ def probe_boot(machine: str | MachineSpec, probe: ProbeArtifacts) -> Boot:
     return Boot(m.base, m.form.value, drive=probe.bootsector)
 
 
-def guest_kind(guest: str) -> tuple[str, str | None]:
-    """``"linux@6.1"`` -> ("linux", "6.1"); ``"probe"`` -> ("probe", None)."""
-    kind, sep, arg = guest.partition("@")
-    return kind, (arg if sep else None)
-
-
 class ProbeReader:
     """The launcher's probe check: parses the serial log, keeps the report (or the protocol error)."""
 
