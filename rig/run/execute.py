@@ -17,13 +17,15 @@ is killed, and ``rig run --resume`` runs it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..caseaxes import EmulatedHostSpec, GuestKind, SimulatedHost
+from ..cpuid.table import CpuidTable
 from ..errors import RigError
 from ..results import Case, CaseResult, Outcome, judge
 from .assemble import assemble
@@ -83,35 +85,50 @@ class Host(Protocol):
 
 
 async def run_case(ctx: RunContext, case: Case, host: Host | None = None) -> CaseResult:
-    """One case: inputs, observe (started first) while predicting, assemble.  ``host``: an emulated host's
-    session (None: this machine)."""
+    """One case (``host``: an emulated host's session; None: this machine)."""
     t0 = time.perf_counter()
     workdir = ctx.rundir.case_dir(case.id)
     try:
-        if host is not None:
-            assert host.inputs is not None
-            inputs, observe = host.inputs, host.observe
-        else:
-            inputs, observe = inputs_for(case.host_spec, ctx.qemu, ctx.host_inputs), runner_for(case)
+        inputs, observe = _where(ctx, case, host)
         started = asyncio.Event()
-        observing = asyncio.ensure_future(observe(ctx, case, workdir, started))
-        try:
-            await _first(started, observing)
-            prediction = ctx.predictor(case, inputs)  # while QEMU starts up: the model never sees its answers
+        async with _concurrently(observe(ctx, case, workdir, started)) as observing:
+            await _first(started, observing)          # QEMU is starting up ...
+            prediction = ctx.predictor(case, inputs)  # ... while the model predicts (it never sees QEMU's answers)
             observation = await observing
-        finally:
-            if not observing.done():
-                observing.cancel()
-                await asyncio.gather(observing, return_exceptions=True)
-        host_raw = ctx.host_raw() if observation.quirks_possible and case.accel == "kvm" else None
         result = assemble(case, prediction, observation, workdir, known=ctx.matrix.known_issues,
-                          fail_on=ctx.matrix.fail_on, host_raw=host_raw)
+                          fail_on=ctx.matrix.fail_on, host_raw=_host_raw(ctx, case, observation))
     except RigError as e:
         result = judge(CaseResult(case, Outcome.RIG_ERROR, message=str(e)), ctx.matrix.fail_on)
     result.artifacts = str(workdir.relative_to(ctx.rundir.path))
     result.duration_s = time.perf_counter() - t0
     result.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return result
+
+
+def _where(ctx: RunContext, case: Case, host: Host | None) -> tuple[HostInputs, Runner]:
+    """The model's inputs and the runner: an emulated host's, or this machine's by host and guest kind."""
+    if host is not None:
+        if host.inputs is None:
+            raise RigError(f"case {case.id}: its emulated host is not up")
+        return host.inputs, host.observe
+    return inputs_for(case.host_spec, ctx.qemu, ctx.host_inputs), runner_for(case)
+
+
+def _host_raw(ctx: RunContext, case: Case, observation: CaseObservation) -> CpuidTable | None:
+    """This machine's raw CPUID, read only for cases that may show a host quirk."""
+    return ctx.host_raw() if observation.quirks_possible and case.accel == "kvm" else None
+
+
+@contextlib.asynccontextmanager
+async def _concurrently(work: Awaitable[CaseObservation]) -> AsyncIterator[asyncio.Future[CaseObservation]]:
+    """``work`` as a task of its own; leaving the block early (an error, cancellation) cancels it and waits."""
+    task = asyncio.ensure_future(work)
+    try:
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _first(started: asyncio.Event, observing: asyncio.Future) -> None:
