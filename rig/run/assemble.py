@@ -17,10 +17,10 @@ from ..cpuid.table import REGISTERS, CpuidTable
 from ..guest.quirks import detect_host_quirk
 from ..matrix.model import KnownIssue
 from ..results import Case, CaseResult, IssueRef, Outcome, judge
+from .kernelview import kernel_view, kernel_view_note
 from .observation import CaseObservation
 from .predict import Prediction
 from .rundir import write_json
-from .userview import kernel_view, kernel_view_note
 
 #: the guest mode whose table is "observed" in the words/grid (the others are compared too)
 MODE_ORDER = ("long64", "prot32", "real", "user")

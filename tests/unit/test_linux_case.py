@@ -13,8 +13,8 @@ from rig.cpuid.table import CpuidTable
 from rig.errors import RigError
 from rig.run.checks import check_guest
 from rig.run.guests import GuestError
+from rig.run.kernelview import KernelFlagRule, kernel_flag_rules, kernel_view
 from rig.run.linux_case import check_linux_machine
-from rig.run.userview import KernelFlagRule, kernel_flag_rules, kernel_view
 
 
 def _vendor(t: CpuidTable, vendor: str) -> None:

@@ -1,4 +1,4 @@
-"""Cases whose guest is an operating system (``linux``, ``ssh``): the user-mode CPUID view and the kernel's.
+"""The kernel's view of an OS guest (linux, ssh): its /proc/cpuinfo flags against the CPUID bits its user mode read.
 
 Both guests run the user-mode probe under a Linux kernel; :func:`rig.run.assemble.assemble`
 compares what they saw like a probe case: predicted (QEMU model), configured (QMP) and
