@@ -377,6 +377,10 @@ class _Run:
             self.qmp_error = str(e)
         except (QMPError, OSError, EOFError) as e:
             self.qmp_error = f"QMP connection failed: {type(e).__name__}: {e}"
+        except AssertionError as e:
+            # qemu.qmp asserts on its own state when QEMU goes away mid-command: QEMU's exit says why
+            if not await self._exited_within(QUIT_GRACE):
+                self.qmp_error = f"QMP failed (qemu.qmp: AssertionError {e})"
         return False
 
     async def _exited_within(self, seconds: float) -> bool:
