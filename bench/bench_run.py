@@ -248,7 +248,7 @@ def main() -> int:
     rig_rate = n / rig_wall * 60
     rig_ms = 1000 * rig_wall * args.jobs / n
     par_ms = 1000 * par_wall * args.jobs / len(cases)
-    outcomes = Counter(r.outcome for r in results)
+    outcomes = Counter(str(r.outcome) for r in results)
     print(f"bare QEMU start-to-exit (sequential, {len(seq)} cases): mean {bare_ms:.1f} ms, "
           f"median {1000 * seq[len(seq) // 2]:.1f} ms; {seq_load}")
     print(f"bare QEMU with {args.jobs} in parallel: {bare_rate:.0f} cases/min ({par_ms:.1f} ms per case per job); "
