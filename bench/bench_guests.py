@@ -33,10 +33,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rig.guest.linux_run import boot_linux, linux_command  # noqa: E402
-from rig.guest.probe_build import build_probe  # noqa: E402
 from rig.guest.probe_run import probe_command, run_probe  # noqa: E402
 from rig.guest.protocol import parse_transcript  # noqa: E402
 from rig.images.linux import build_linux_image  # noqa: E402
+from rig.images.probe import build_probe  # noqa: E402
 
 PROBE_CASES = (
     ("microvm", "pvh", "qemu64"),

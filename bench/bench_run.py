@@ -40,12 +40,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rig.guest.probe_build import build_probe  # noqa: E402
+from rig.images.probe import build_probe  # noqa: E402
 from rig.matrix.expand import expand  # noqa: E402
 from rig.matrix.load import load_matrix  # noqa: E402
 from rig.qemu.binaries import find_qemu  # noqa: E402
 from rig.qemu.cmdline import QemuCommand  # noqa: E402
-from rig.run.execute import RunContext, run_cases  # noqa: E402
+from rig.run.context import RunContext  # noqa: E402
+from rig.run.execute import run_cases  # noqa: E402
 from rig.run.guests import probe_boot  # noqa: E402
 from rig.run.rundir import RunDir, RunInfo  # noqa: E402
 
@@ -145,19 +146,20 @@ class StepClock:
 
 def instrument() -> StepClock:
     import rig.qemu.launcher as launcher
-    import rig.run.execute as execute
+    import rig.run.assemble as assemble
     import rig.run.guests as guests
     import rig.run.predict as predict
+    import rig.run.probe_case as probe_case
     import rig.run.rundir as rundir
 
     clock = StepClock()
-    clock.wrap_async(execute, "launch", "launch")
+    clock.wrap_async(probe_case, "launch", "launch")
     clock.wrap(launcher, "_start", "spawn (vfork+exec)")
     clock.wrap(guests.ProbeReader, "__call__", "parse (probe transcript)")
     clock.wrap(predict.Predictor, "__call__", "predict (QEMU model)")
     for name in ("compare", "detect_quirk", "words_of", "case_fields", "match_outcome"):
-        clock.wrap(execute, name, "compare (+quirk, words)")
-    clock.wrap(execute, "write_json", "write views.json")
+        clock.wrap(assemble, name, "compare (+quirk, words)")
+    clock.wrap(assemble, "write_json", "write views.json")
     clock.wrap(rundir.RunDir, "append", "write result line (+fsync)")
     clock.wrap(rundir.RunDir, "case_dir", "case directory")
     return clock
@@ -165,9 +167,8 @@ def instrument() -> StepClock:
 
 def breakdown(clock: StepClock, n: int, py_cpu: float) -> list[tuple[str, float]]:
     cpu = dict(clock.cpu)
-    # the launch runs the spawn, the probe parse and (while QEMU starts up) the prediction
-    launch = cpu.pop("launch", 0.0) - sum(cpu.get(k, 0.0) for k in (
-        "spawn (vfork+exec)", "parse (probe transcript)", "predict (QEMU model)"))
+    # the launch runs the spawn and the probe parse (the prediction runs beside it, in run_case)
+    launch = cpu.pop("launch", 0.0) - sum(cpu.get(k, 0.0) for k in ("spawn (vfork+exec)", "parse (probe transcript)"))
     rows = [("launch (QMP client, files, classify)", launch), *cpu.items()]
     rows.append(("QMP protocol tasks, event loop, rest", py_cpu - sum(v for _, v in rows)))
     return [(k, 1000 * v / n) for k, v in rows]
@@ -247,7 +248,7 @@ def main() -> int:
     rig_rate = n / rig_wall * 60
     rig_ms = 1000 * rig_wall * args.jobs / n
     par_ms = 1000 * par_wall * args.jobs / len(cases)
-    outcomes = Counter(r.outcome for r in results)
+    outcomes = Counter(str(r.outcome) for r in results)
     print(f"bare QEMU start-to-exit (sequential, {len(seq)} cases): mean {bare_ms:.1f} ms, "
           f"median {1000 * seq[len(seq) // 2]:.1f} ms; {seq_load}")
     print(f"bare QEMU with {args.jobs} in parallel: {bare_rate:.0f} cases/min ({par_ms:.1f} ms per case per job); "

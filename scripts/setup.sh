@@ -43,9 +43,12 @@ fi
 PY=${PYTHON:-python3}
 # The rig must be installed from *this* tree (a CI clone must not test another checkout's editable install).
 here=$(pwd -P)
-installed=$(cd / && $PY -c 'import os, rig, qemu.qmp, paramiko, pytest, hypothesis, jinja2, tap.parser, yaml, more_itertools, celery, redis, psycopg, kcidb_io; print(os.path.dirname(os.path.dirname(os.path.realpath(rig.__file__))))' 2>/dev/null || true)
-if [ "$installed" != "$here" ] || [ "${RIG_SETUP_FORCE_PIP:-}" = 1 ]; then
+installed=$(cd / && $PY -c 'import os, rig; print(os.path.dirname(os.path.dirname(os.path.realpath(rig.__file__))))' 2>/dev/null || true)
+# pyproject.toml's digest, recorded after a successful install: a changed dependency list reinstalls
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ "$installed" != "$here" ] || [ "$(cat .setup-stamp 2>/dev/null)" != "$want" ] || [ "${RIG_SETUP_FORCE_PIP:-}" = 1 ]; then
     echo "setup: installing the rig and its Python dependencies"
     $PY -m pip install -q --disable-pip-version-check -e '.[test]'
+    echo "$want" > .setup-stamp
 fi
 echo "setup: ok ($(qemu-system-x86_64 --version | head -1))"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 
-from ..matrix.model import Case, KnownIssue
+from ..matrix.model import KnownIssue
+from ..results import Case
 
 
 def case_fields(case: Case, qemu_version: str | None = None) -> dict[str, str]:

@@ -37,62 +37,11 @@ from typing import Any
 
 from ..cpuid.catalogue import catalogue
 from ..cpuid.table import REGISTERS, CpuidTable, Location
-from ..matrix.model import Case, KnownIssue
+from ..matrix.model import KnownIssue
+from ..results import Case, Finding, FindingClass, IssueRef
 from .known import case_fields, match_finding
 from .normalise import normalise
 from .runtime import RuntimeBit, check_snapshots, default_runtime_rules
-
-
-@dataclass(frozen=True)
-class IssueRef:
-    id: str
-    title: str
-    link: str
-
-    @classmethod
-    def of(cls, issue: KnownIssue) -> IssueRef:
-        return cls(issue.id, issue.title, issue.link)
-
-
-@dataclass(frozen=True)
-class Finding:
-    location: Location
-    name: str
-    cls: str                 # model-gap | qemu-behaviour | kvm-behaviour | host-quirk | known-bug
-    layer: str               # the class before known-issue matching
-    view: str                # "guest" (predicted/configured/observed) or "kvm" (policy vs measured)
-    predicted: int | None
-    configured: int | None
-    observed: dict[str, int] = field(default_factory=dict)  # mode -> bit
-    issue: IssueRef | None = None
-    note: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.view}:{self.location}"
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "location": str(self.location), "leaf": self.location.leaf, "subleaf": self.location.subleaf,
-            "reg": self.location.reg, "bit": self.location.bit, "name": self.name, "class": self.cls,
-            "layer": self.layer, "view": self.view, "predicted": self.predicted, "configured": self.configured,
-            "observed": dict(self.observed),
-        }
-        if self.issue:
-            d["issue"] = {"id": self.issue.id, "title": self.issue.title, "link": self.issue.link}
-        if self.note:
-            d["note"] = self.note
-        return d
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Finding:
-        iss = d.get("issue")
-        return cls(
-            location=Location(int(d["leaf"]), int(d["subleaf"]), d["reg"], int(d["bit"])), name=d["name"],
-            cls=d["class"], layer=d["layer"], view=d["view"], predicted=d.get("predicted"),
-            configured=d.get("configured"), observed=dict(d.get("observed", {})),
-            issue=IssueRef(iss["id"], iss["title"], iss["link"]) if iss else None, note=d.get("note", ""),
-        )
 
 
 @dataclass
@@ -163,36 +112,77 @@ def _guest_reference(case: Case, base: CpuidTable | None, qemu_version: str | No
         return None, f" (QEMU guest rules not applied: {e})"
 
 
-def compare(
-    case: Case,
-    *,
-    predicted: CpuidTable | None,
-    configured: CpuidTable | None,
-    observed: Mapping[str, CpuidTable],
-    quirk: str | None = None,
-    known: Iterable[KnownIssue] = (),
-    qemu_version: str | None = None,
-    kvm_predicted: CpuidTable | None = None,
-    kvm_measured: CpuidTable | None = None,
-    runtime: Mapping[str, Iterable[Any]] | None = None,
-    predicted_filtered: CpuidTable | None = None,
-    configured_filtered: CpuidTable | None = None,
-) -> Comparison:
-    """Findings of one case; see the module docstring for the views and the classification.
+@dataclass(frozen=True)
+class Views:
+    """The views of one case that are compared.
 
-    ``observed``: mode -> the guest probe's table; ``runtime``: the probe's
-    runtime experiments (``ProbeReport.runtime``), checked by the rules of
-    ``data/runtime.toml``; ``predicted_filtered``/``configured_filtered``:
-    the model's and QMP's ``filtered-features`` (view ``filtered``).
+    ``predicted`` (QEMU model), ``configured`` (QMP ``feature-words``), ``observed``
+    (mode -> the guest's table), ``runtime`` (the probe's runtime experiments,
+    ``ProbeReport.runtime``, checked by the rules of ``data/runtime.toml``);
+    ``predicted_filtered``/``configured_filtered`` (the model's and QMP's
+    ``filtered-features``: view ``filtered``); ``kvm_predicted``/``kvm_measured`` (the
+    KVM policy model's and the host's measured ``KVM_GET_SUPPORTED_CPUID``: view ``kvm``,
+    emulated hosts).
     """
-    known = tuple(known)
-    cat = catalogue()
-    rules = default_runtime_rules()
-    fields = case_fields(case, qemu_version)
-    p_n = normalise(predicted) if predicted is not None else None
-    c_n = normalise(configured) if configured is not None else None
-    o_n = {m: normalise(t) for m, t in observed.items()}
+
+    predicted: CpuidTable | None = None
+    configured: CpuidTable | None = None
+    observed: Mapping[str, CpuidTable] = field(default_factory=dict)
+    runtime: Mapping[str, Iterable[Any]] | None = None
+    predicted_filtered: CpuidTable | None = None
+    configured_filtered: CpuidTable | None = None
+    kvm_predicted: CpuidTable | None = None
+    kvm_measured: CpuidTable | None = None
+
+
+class _Findings:
+    """Findings of one case as they are made: named from the catalogue, matched against known issues."""
+
+    def __init__(self, case: Case, known: tuple[KnownIssue, ...], qemu_version: str | None) -> None:
+        self.cat = catalogue()
+        self.known = known
+        self.fields = case_fields(case, qemu_version)
+        self.items: list[Finding] = []
+
+    def add(self, loc: Location, layer: str, view: str, p: int | None, c: int | None, o: dict[str, int],
+            note: str = "") -> None:
+        name = self.cat.name_of(loc.leaf, loc.subleaf, loc.reg, loc.bit)
+        issue = match_finding(self.known, self.fields, name=name, location=str(loc), layer=layer, modes=o.keys())
+        self.items.append(Finding(loc, name, FindingClass.KNOWN_BUG if issue else layer, layer, view, p, c, o,
+                                  IssueRef.of(issue) if issue else None, note))
+
+
+def compare(case: Case, views: Views, *, quirk: str | None = None, known: Iterable[KnownIssue] = (),
+            qemu_version: str | None = None) -> Comparison:
+    """Findings of one case; see the module docstring for the views and the classification."""
+    out = _Findings(case, tuple(known), qemu_version)
+    p_n = normalise(views.predicted) if views.predicted is not None else None
+    c_n = normalise(views.configured) if views.configured is not None else None
+    o_n = {m: normalise(t) for m, t in views.observed.items()}
     scope = _scope(c_n, p_n)
+    rules = default_runtime_rules()
+    _guest_view(out, case, scope, p_n, c_n, o_n, rules, quirk, qemu_version)
+    guest_layer = FindingClass.QEMU_BEHAVIOUR if case.accel == "tcg" else FindingClass.KVM_BEHAVIOUR
+    if views.runtime and (c_n is not None or p_n is not None):
+        for mm in check_snapshots(views.runtime, c_n if c_n is not None else p_n, rules):  # type: ignore[arg-type]
+            out.add(mm.rule.location, FindingClass.HOST_QUIRK if quirk else guest_layer, "runtime", None, mm.expected,
+                    {f"{mm.mode}/{mm.phase}": mm.observed}, quirk or mm.note)
+    if views.predicted_filtered is not None and views.configured_filtered is not None:
+        for d in views.predicted_filtered.diff(views.configured_filtered):
+            out.add(d.location, FindingClass.MODEL_GAP, "filtered", d.a, d.b, {},
+                    "filtered-features: predicted " + ("filtered" if d.a else "kept") + ", QEMU " +
+                    ("filtered" if d.b else "kept"))
+    if views.kvm_predicted is not None and views.kvm_measured is not None:
+        for d in normalise(views.kvm_predicted).diff(normalise(views.kvm_measured)):
+            out.add(d.location, FindingClass.KVM_BEHAVIOUR, "kvm", d.a, d.b, {},
+                    "KVM policy model vs measured KVM_GET_SUPPORTED_CPUID")
+    return Comparison(out.items, scope, quirk)
+
+
+def _guest_view(out: _Findings, case: Case, scope: list[tuple[int, int, str]], p_n: CpuidTable | None,
+                c_n: CpuidTable | None, o_n: dict[str, CpuidTable], rules: tuple[RuntimeBit, ...], quirk: str | None,
+                qemu_version: str | None) -> None:
+    """Findings of view ``guest``: predicted vs configured vs what the guest must read in each mode."""
     # what the guest must read, per mode: QEMU's configuration through its CPUID emulation's guest rules
     # (the vendor, which some rules depend on, is the predicted one, else what the guest reads in leaf 0)
     vendor = p_n.vendor if p_n is not None else None
@@ -202,15 +192,7 @@ def compare(
     g_note = ""
     for m in o_n:
         g_by_mode[m], g_note = _guest_reference(case, c_n if c_n is not None else p_n, qemu_version, m, vendor)
-    findings: list[Finding] = []
-    guest_layer = "qemu-behaviour" if case.accel == "tcg" else "kvm-behaviour"
-
-    def add(loc: Location, layer: str, view: str, p: int | None, c: int | None, o: dict[str, int], note: str = "") -> None:
-        name = cat.name_of(loc.leaf, loc.subleaf, loc.reg, loc.bit)
-        issue = match_finding(known, fields, name=name, location=str(loc), layer=layer, modes=o.keys())
-        findings.append(Finding(loc, name, "known-bug" if issue else layer, layer, view, p, c, o,
-                                IssueRef.of(issue) if issue else None, note))
-
+    guest_layer = FindingClass.QEMU_BEHAVIOUR if case.accel == "tcg" else FindingClass.KVM_BEHAVIOUR
     for leaf, sub, reg in scope:
         pv, cv = _bits(p_n, leaf, sub, reg), _bits(c_n, leaf, sub, reg)
         ov = {m: t.value(leaf, sub, reg) for m, t in o_n.items()}
@@ -239,39 +221,24 @@ def compare(
             p = None if pv is None else (pv >> bit) & 1
             c = None if cv is None else (cv >> bit) & 1
             o = {m: (v >> bit) & 1 for m, v in ov.items()}
-            loc = Location(leaf, sub, reg, bit)
             guest_off = [m for m, x in o.items() if m in refs and x != (refs[m] >> bit) & 1]
             runtime_bit = any(rt_masks.get(m, 0) >> bit & 1 for m in guest_off)
-            if guest_off and (c is not None or runtime_bit):
-                layer = "host-quirk" if quirk else guest_layer
-                if quirk:
-                    note = quirk
-                elif runtime_bit:
-                    note = f"runtime bit differs from its rule (rig/compare/data/runtime.toml) in {', '.join(guest_off)}"
-                else:
-                    note = "guest sees other than QEMU configured" + g_note
-            elif guest_off and quirk:
-                # the guest does not read QEMU's CPUID at all: its view says nothing about the model
-                layer, note = "host-quirk", quirk
-            elif guest_off:
-                layer, note = "model-gap", "no QMP view; guest differs from prediction"
-            else:
-                layer, note = "model-gap", "QEMU configured other than predicted; the guest agrees with QEMU"
-            add(loc, layer, "guest", p, c, o, note)
+            layer, note = _classify_bit(guest_off, c, runtime_bit, quirk, guest_layer, g_note)
+            out.add(Location(leaf, sub, reg, bit), layer, "guest", p, c, o, note)
 
-    if runtime and (c_n is not None or p_n is not None):
-        for mm in check_snapshots(runtime, c_n if c_n is not None else p_n, rules):  # type: ignore[arg-type]
-            loc = mm.rule.location
-            add(loc, "host-quirk" if quirk else guest_layer, "runtime", None, mm.expected,
-                {f"{mm.mode}/{mm.phase}": mm.observed}, quirk or mm.note)
 
-    if predicted_filtered is not None and configured_filtered is not None:
-        for d in predicted_filtered.diff(configured_filtered):
-            add(d.location, "model-gap", "filtered", d.a, d.b, {},
-                "filtered-features: predicted " + ("filtered" if d.a else "kept") + ", QEMU " +
-                ("filtered" if d.b else "kept"))
-
-    if kvm_predicted is not None and kvm_measured is not None:
-        for d in normalise(kvm_predicted).diff(normalise(kvm_measured)):
-            add(d.location, "kvm-behaviour", "kvm", d.a, d.b, {}, "KVM policy model vs measured KVM_GET_SUPPORTED_CPUID")
-    return Comparison(findings, scope, quirk)
+def _classify_bit(guest_off: list[str], configured: int | None, runtime_bit: bool, quirk: str | None,
+                  guest_layer: FindingClass, g_note: str) -> tuple[FindingClass, str]:
+    """(class, note) of one differing bit of the guest view (module docstring: first rule that applies)."""
+    if guest_off and (configured is not None or runtime_bit):
+        if quirk:
+            return FindingClass.HOST_QUIRK, quirk
+        if runtime_bit:
+            return guest_layer, f"runtime bit differs from its rule (rig/compare/data/runtime.toml) in {', '.join(guest_off)}"
+        return guest_layer, "guest sees other than QEMU configured" + g_note
+    if guest_off and quirk:
+        # the guest does not read QEMU's CPUID at all: its view says nothing about the model
+        return FindingClass.HOST_QUIRK, quirk
+    if guest_off:
+        return FindingClass.MODEL_GAP, "no QMP view; guest differs from prediction"
+    return FindingClass.MODEL_GAP, "QEMU configured other than predicted; the guest agrees with QEMU"

@@ -73,6 +73,6 @@ def add_host_subcommands(hs: argparse._SubParsersAction) -> None:
                    help="also boot the probe as an L2 guest with this -cpu line; repeatable")
     p.add_argument("--machine", default="microvm", help="L2 machine type (default microvm)")
     p.add_argument("--l2-timeout", type=float, default=60, help="seconds per L2 case (default 60)")
-    p.add_argument("--boot-timeout", type=float, help="seconds for L1 to boot and report (default from rig/images/data/l1.toml)")
+    p.add_argument("--boot-timeout", type=float, help="seconds for L1 to boot and report (default from images/l1.toml)")
     p.add_argument("--keep", action="store_true", help="keep the L1 work directory (console log, data channel)")
     p.set_defaults(func=cmd_emulate)

@@ -23,10 +23,8 @@ the outer QEMU's process group is always killed on the way out.
 
 from __future__ import annotations
 
-import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -35,14 +33,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..caseaxes import EmulatedHostSpec, params_label, parse_emulated
+from ..caseaxes import parse_params as _parse_params
 from ..errors import RigError
 from ..host.profile import HostProfile, QemuBinary
 from ..images.l1 import L1_QEMU, L1Image, l1_image_for, load_recipe
+from ..qemu.process import QemuProcess
 from .frames import Frame, FrameError, FrameReader
 from .l1profile import parse_profile
 from .l2 import L2Result, parse_qmp_section, probe_args
 
-KVM_MODULE_NAMES = ("kvm", "kvm_amd", "kvm_intel", "irqbypass")
 #: seconds the rig waits beyond an L2 case's own timeout (L1 kills L2 at the timeout)
 L2_MARGIN = 30.0
 
@@ -55,63 +55,19 @@ class L1BootTimeout(EmulateError):
     pass
 
 
+#: the typed ``emulated:`` host (parsed once, at matrix load: rig.caseaxes)
+HostSpec = EmulatedHostSpec
+
+
 def parse_params(items: list[str] | tuple[str, ...] | Mapping[str, str] | None) -> dict[str, str]:
-    """``["kvm_amd.npt=0", "nested=0"]`` -> ``{"kvm_amd.npt": "0", "kvm_amd.nested": "0"}``.
-
-    A parameter without a module prefix belongs to kvm_amd (the vendor module
-    of an emulated AMD host).
-    """
-    if items is None:
-        return {}
-    pairs = items.items() if isinstance(items, Mapping) else []
-    if not isinstance(items, Mapping):
-        parsed = []
-        for it in items:
-            key, sep, value = it.partition("=")
-            if not sep or not key or not value or any(c.isspace() for c in it):
-                raise EmulateError(f"KVM parameter {it!r} is not MODULE.NAME=VALUE (e.g. kvm_amd.npt=0)")
-            parsed.append((key, value))
-        pairs = parsed
-    out: dict[str, str] = {}
-    for key, value in pairs:
-        key = str(key).replace("-", "_") if "." not in str(key) else str(key)
-        mod, dot, name = key.rpartition(".")
-        if not dot:
-            mod, name = "kvm_amd", key
-        mod = mod.replace("-", "_")
-        if mod not in KVM_MODULE_NAMES:
-            raise EmulateError(f"KVM parameter {key!r}: module {mod!r} is not one of {', '.join(KVM_MODULE_NAMES)}")
-        out[f"{mod}.{name}"] = str(value)
-    return out
+    """``["kvm_amd.npt=0", "nested=0"]`` -> ``{"kvm_amd.npt": "0", "kvm_amd.nested": "0"}``
+    (:func:`rig.caseaxes.parse_params`; errors are :class:`EmulateError`)."""
+    return _parse_params(items, EmulateError)
 
 
-def params_label(params: Mapping[str, str]) -> str:
-    """``{"kvm_amd.npt": "0"}`` -> ``"npt=0"`` (kvm_amd prefix dropped), sorted, comma-joined."""
-    return ",".join(f"{k.removeprefix('kvm_amd.')}={v}" for k, v in sorted(params.items()))
-
-
-@dataclass(frozen=True)
-class HostSpec:
-    """``emulated:EPYC-Rome@6.12,npt=0`` parsed: L1 model, kernel request, KVM parameters."""
-
-    cpu: str
-    kernel: str
-    params: dict[str, str]
-
-    def __str__(self) -> str:
-        p = params_label(self.params)
-        return f"emulated:{self.cpu}@{self.kernel}" + (f",{p}" if p else "")
-
-
-def parse_host_spec(spec: str) -> HostSpec:
-    """``[emulated:]MODEL@KERNEL[,param=value...]`` (as in a matrix ``host =``) -> :class:`HostSpec`."""
-    body = spec.removeprefix("emulated:")
-    model, at, rest = body.partition("@")
-    kernel, _, plist = rest.partition(",")
-    if not at or not model or not kernel:
-        raise EmulateError(f"emulated host {spec!r} is not emulated:MODEL@KERNEL[,param=value...]",
-                           hint="e.g. emulated:EPYC-Rome@6.12 or emulated:EPYC@7.x,npt=0")
-    return HostSpec(model, kernel, parse_params([p for p in plist.split(",") if p]))
+def parse_host_spec(spec: str) -> EmulatedHostSpec:
+    """``[emulated:]MODEL@KERNEL[,param=value...]`` (as in a matrix ``host =``) -> :class:`EmulatedHostSpec`."""
+    return parse_emulated(spec, EmulateError)
 
 
 @dataclass
@@ -162,17 +118,19 @@ class EmulatedHost:
         self.workdir: Path | None = None
         self.profile: HostProfile | None = None
         self.info: BootInfo | None = None
-        self._proc: subprocess.Popen | None = None
+        self._proc: QemuProcess | None = None
         self._sock: socket.socket | None = None
         self._reader = FrameReader()
         self._frames: list[Frame] = []
         self._case = 0
         self._failed = False
+        self._outer_version: str | None = None
 
     @classmethod
-    def from_spec(cls, spec: str, **kwargs) -> EmulatedHost:
-        """``EmulatedHost.from_spec("emulated:EPYC-Rome@6.12,npt=0")``; kwargs as for the constructor."""
-        h = parse_host_spec(spec)
+    def from_spec(cls, spec: str | EmulatedHostSpec, **kwargs) -> EmulatedHost:
+        """``EmulatedHost.from_spec("emulated:EPYC-Rome@6.12,npt=0")`` (or the parsed spec); kwargs as for the
+        constructor."""
+        h = spec if isinstance(spec, EmulatedHostSpec) else parse_host_spec(spec)
         return cls(h.cpu, h.kernel, h.params, **kwargs)
 
     # -- naming ------------------------------------------------------------
@@ -182,6 +140,11 @@ class EmulatedHost:
         series = self._image.series if self._image else self.kernel
         p = params_label(self.params)
         return f"{self.cpu}@{series}" + (f",{p}" if p else "")
+
+    @property
+    def outer_qemu_version(self) -> str | None:
+        """The version of the QEMU that runs L1 (known once it started)."""
+        return self._outer_version
 
     # -- lifecycle -----------------------------------------------------------
     def __enter__(self) -> EmulatedHost:
@@ -233,15 +196,12 @@ class EmulatedHost:
             listener.bind(str(sock_path))
             listener.listen(1)
             argv = self.command(image, sock_path, console)
-            (self.workdir / "cmdline.txt").write_text(" ".join(argv) + "\n")
-            stderr = open(self.workdir / "qemu-stderr.log", "wb")
             try:
-                self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                              stderr=stderr, start_new_session=True)
+                # like every QEMU the rig starts: its own process group, SIGKILL when the rig dies
+                self._proc = QemuProcess.start(argv, stderr=self.workdir / "qemu-stderr.log",
+                                               cmdline=self.workdir / "cmdline.txt", serial=console)
             except OSError as e:
                 raise EmulateError(f"cannot start {argv[0]}: {e.strerror}", hint="install qemu-system-x86") from e
-            finally:
-                stderr.close()
             self._sock = self._accept(listener, t0 + 30)
         finally:
             listener.close()
@@ -294,7 +254,7 @@ class EmulatedHost:
             "release": image.release,
             "series": image.series,
             "params": dict(self.params),
-            "outer_qemu": getattr(self, "_outer_version", None),
+            "outer_qemu": self._outer_version,
             "outer_accel": "tcg",
             "l1_machine": self.boot["machine"],
             "l1_memory": self.memory,
@@ -322,7 +282,7 @@ class EmulatedHost:
                 proc.wait(timeout=10 if not self._failed else 0.1)
             except subprocess.TimeoutExpired:
                 pass
-            _kill_group(proc)
+            proc.stop()
         if self.workdir is not None and self._workdir_given is None and not self._keep and not self._failed:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -472,19 +432,3 @@ class EmulatedHost:
             raise self._fail(f"cannot send to L1 ({e})") from e
         finally:
             self._sock.setblocking(False)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM then SIGKILL to the process group of ``proc`` (started with start_new_session)."""
-    if proc.poll() is not None:
-        return
-    for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue

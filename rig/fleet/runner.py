@@ -16,11 +16,10 @@ from typing import Any
 
 from ..matrix.expand import expand
 from ..matrix.load import load_matrix
-from ..matrix.model import Case
 from ..matrix.select import select
+from ..results import Case, CaseResult
 from ..run.driver import Interrupted, default_jobs, execute, finish, prepare
 from ..run.progress import Progress
-from ..run.result import CaseResult
 
 __all__ = ["Case", "CaseResult", "Interrupted", "default_jobs", "expected_shards", "matrix_sha256", "result_from_json",
            "run_shard", "system_qemu_version"]

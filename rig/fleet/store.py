@@ -163,7 +163,7 @@ class FleetStore:
                 "INSERT INTO results(run_id, case_id, outcome, verdict, words, duration_s, finished_at, worker,"
                 " worker_class, artifacts, result_json) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT DO NOTHING RETURNING case_id",
-                (run_id, r.id, r.outcome, r.verdict, json.dumps(r.words, separators=(",", ":")), r.duration_s,
+                (run_id, r.id, str(r.outcome), str(r.verdict), json.dumps(r.words, separators=(",", ":")), r.duration_s,
                  r.finished_at, worker, worker_class, artifacts, json.dumps(r.to_json(), separators=(",", ":"))))
             if row is None:
                 old = self.db.one("SELECT verdict FROM results WHERE run_id = ? AND case_id = ?", (run_id, r.id))
@@ -173,7 +173,7 @@ class FleetStore:
                 return False
             self.db.executemany(
                 "INSERT INTO findings(run_id, case_id, key, name, cls, layer, issue) VALUES (?,?,?,?,?,?,?)",
-                [(run_id, r.id, f.key, f.name, f.cls, f.layer, f.issue.id if f.issue else None) for f in r.findings])
+                [(run_id, r.id, f.key, f.name, str(f.cls), str(f.layer), f.issue.id if f.issue else None) for f in r.findings])
         return True
 
     def set_class_host(self, nightly_id: str, host_class: str, host: dict[str, Any], fingerprint: str) -> None:

@@ -41,7 +41,7 @@ class _Heartbeat(threading.Thread):
 
 
 def run_shard_task(task: Any, spec_json: dict[str, Any]) -> dict[str, Any]:
-    from .app import ShardSpec
+    from .shard import ShardSpec
 
     spec = ShardSpec.from_json(spec_json)
     cfg = task.app.conf.rig_worker
@@ -57,7 +57,7 @@ def run_shard_task(task: Any, spec_json: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(task: Any, spec: Any, cfg: Any, spec_json: dict[str, Any]) -> dict[str, Any]:
-    from .app import send_shard
+    from .shard import send_shard
 
     n, cls, shard = spec.nightly, spec.host_class, spec.shard
     with FleetStore(cfg.db) as store:

@@ -6,7 +6,7 @@
 artefacts in ``workdir``). It parses the serial transcript with
 :func:`rig.guest.linux.parse_linux_transcript`. How each machine boots
 (microvm through the kernel's PVH note, q35/pc through firmware) is in
-``rig/images/data/linux.toml`` ``[boot]``. QEMU failing, hanging or the guest
+``images/linux.toml`` ``[boot]``. QEMU failing, hanging or the guest
 reporting garbage are outcomes on the returned :class:`LinuxRun`, not
 exceptions.
 """

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RigError
+from ..images.probe import ProbeArtifacts
 from ..qemu.cmdline import QemuCommand
 from ..qemu.launcher import LaunchSpec, Observation, ProbeVerdict, launch
-from .probe_build import ProbeArtifacts
 from .protocol import EXIT_FAIL, EXIT_OK, ProbeProtocolError, ProbeReport, parse_transcript
 
 FORMS = ("pvh", "bootsector")

@@ -195,131 +195,147 @@ def _find_header(lines: list[str]) -> tuple[int, re.Match[str]] | None:
 
 def parse_transcript(text: str, *, case: str = "?", transcript_path: Path | None = None) -> ProbeReport:
     """Parse a probe transcript; see the module docstring for what is an error."""
+    return _Parser(text, case, transcript_path).parse()
 
-    def fail(line: int | None, problem: str) -> ProbeProtocolError:
-        return ProbeProtocolError(case, line, problem, text, transcript_path)
 
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    found = _find_header(lines)
-    if found is None:
-        raise fail(None, "no RIGPROBE header (the probe never started or the serial log is empty)")
-    head_idx, hm = found
-    version, form = int(hm.group(1)), hm.group(2)
-    if version not in SUPPORTED_VERSIONS:
-        raise fail(head_idx + 1, f"protocol version {version} not supported (this rig reads {SUPPORTED_VERSIONS})")
-    if form not in FORM_MODES:
-        raise fail(head_idx + 1, f"unknown probe form {form!r}")
+class _Parser:
+    """One transcript: the header, then line by line inside or outside a ``MODE`` section, then the end."""
 
-    tables: dict[str, CpuidTable] = {}
-    runtime: dict[str, list[RuntimeSnapshot]] = {}
-    skipped: dict[str, str] = {}
-    faults: list[ProbeFault] = []
-    sec: _Section | None = None
-    snap: RuntimeSnapshot | None = None
-    status: str | None = None
-    incomplete: str | None = None
+    def __init__(self, text: str, case: str, transcript_path: Path | None) -> None:
+        self.text, self.case, self.path = text, case, transcript_path
+        self.tables: dict[str, CpuidTable] = {}
+        self.runtime: dict[str, list[RuntimeSnapshot]] = {}
+        self.skipped: dict[str, str] = {}
+        self.faults: list[ProbeFault] = []
+        self.sec: _Section | None = None
+        self.snap: RuntimeSnapshot | None = None
+        self.status: str | None = None
+        self.incomplete: str | None = None
+        self.version, self.form = 0, ""
 
-    for idx in range(head_idx + 1, len(lines)):
-        n = idx + 1
-        line = lines[idx]
-        if idx == len(lines) - 1:
-            if line == "":
-                break  # the newline that ends the last line
-            raise fail(n, f"truncated in the middle of a line (no newline after {line[:40]!r})")
-        if sec is not None:
-            if m := _END.match(line):
-                mode, count, crc = m.group(1), int(m.group(2)), int(m.group(3), 16)
-                if mode != sec.mode:
-                    raise fail(n, f"END {mode} closes section MODE {sec.mode} (line {sec.start_line})")
-                if count != sec.count:
-                    raise fail(n, f"section {mode} has {sec.count} lines but END says {count} (lines lost or added)")
-                if crc != sec.crc:
-                    raise fail(n, f"section {mode} CRC-32 {sec.crc:08x} does not match END's {crc:08x} (garbled)")
-                tables[mode] = sec.table
-                runtime[mode] = sec.runtime
-                sec, snap = None, None
-                continue
-            sec.crc = zlib.crc32((line + "\n").encode("latin-1", "replace"), sec.crc)
-            sec.count += 1
-            if m := _CPUID.match(line):
-                tag = m.group(1)
-                leaf, sub, a, b, c, d = (int(x, 16) for x in m.groups()[1:])
-                if tag == "C":
-                    if (leaf, sub) in sec.table:
-                        raise fail(n, f"leaf {leaf:#x} subleaf {sub} reported twice in mode {sec.mode}")
-                    sec.table.set(leaf, sub, Regs(a, b, c, d))
-                else:
-                    if snap is None:
-                        raise fail(n, "RC line without a preceding RT line")
-                    snap.cpuid.set(leaf, sub, Regs(a, b, c, d))
-                continue
-            if m := _RT.match(line):
-                fault = Fault(m.group(6), int(m.group(7))) if m.group(6) else None
-                snap = RuntimeSnapshot(
-                    mode=sec.mode,
-                    experiment=m.group(1),
-                    phase=m.group(2),
-                    cr4=None if m.group(3) == "-" else int(m.group(3), 16),
-                    xcr0=None if m.group(4) == "-" else int(m.group(4), 16),
-                    fault=fault,
-                )
-                sec.runtime.append(snap)
-                continue
-            if m := _RT_SKIP.match(line):
-                sec.runtime.append(RuntimeSnapshot(sec.mode, m.group(1), "skip", reason=m.group(2)))
-                snap = None
-                continue
-            if m := _FAULT.match(line):
-                faults.append(ProbeFault(m.group(1), int(m.group(2)), int(m.group(3), 16), int(m.group(4), 16)))
-                continue
-            if m := _DONE.match(line):
-                status = m.group(1)
-                if status == "ok":
-                    raise fail(n, f"DONE status=ok inside section MODE {sec.mode} (line {sec.start_line}) without END")
-                incomplete = sec.mode
+    def fail(self, line: int | None, problem: str) -> ProbeProtocolError:
+        return ProbeProtocolError(self.case, line, problem, self.text, self.path)
+
+    def parse(self) -> ProbeReport:
+        lines = self.text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        head_idx = self._header(lines)
+        for idx in range(head_idx + 1, len(lines)):
+            n, line = idx + 1, lines[idx]
+            if idx == len(lines) - 1:
+                if line == "":
+                    break  # the newline that ends the last line
+                raise self.fail(n, f"truncated in the middle of a line (no newline after {line[:40]!r})")
+            done = self._in_section(n, line) if self.sec is not None else self._outside(n, line)
+            if done:
                 break
-            raise fail(n, f"not a protocol line inside section MODE {sec.mode}: {line[:80]!r}")
-        # outside a section
+        return self._report()
+
+    def _header(self, lines: list[str]) -> int:
+        found = _find_header(lines)
+        if found is None:
+            raise self.fail(None, "no RIGPROBE header (the probe never started or the serial log is empty)")
+        head_idx, hm = found
+        self.version, self.form = int(hm.group(1)), hm.group(2)
+        if self.version not in SUPPORTED_VERSIONS:
+            raise self.fail(head_idx + 1, f"protocol version {self.version} not supported "
+                                          f"(this rig reads {SUPPORTED_VERSIONS})")
+        if self.form not in FORM_MODES:
+            raise self.fail(head_idx + 1, f"unknown probe form {self.form!r}")
+        return head_idx
+
+    def _in_section(self, n: int, line: str) -> bool:
+        """One line inside a section; True at a DONE line (the end of the transcript)."""
+        sec = self.sec
+        assert sec is not None
+        if m := _END.match(line):
+            self._end(n, sec, m)
+            return False
+        sec.crc = zlib.crc32((line + "\n").encode("latin-1", "replace"), sec.crc)
+        sec.count += 1
+        if m := _CPUID.match(line):
+            self._cpuid(n, sec, m)
+        elif m := _RT.match(line):
+            fault = Fault(m.group(6), int(m.group(7))) if m.group(6) else None
+            self.snap = RuntimeSnapshot(
+                mode=sec.mode, experiment=m.group(1), phase=m.group(2),
+                cr4=None if m.group(3) == "-" else int(m.group(3), 16),
+                xcr0=None if m.group(4) == "-" else int(m.group(4), 16), fault=fault,
+            )
+            sec.runtime.append(self.snap)
+        elif m := _RT_SKIP.match(line):
+            sec.runtime.append(RuntimeSnapshot(sec.mode, m.group(1), "skip", reason=m.group(2)))
+            self.snap = None
+        elif m := _FAULT.match(line):
+            self.faults.append(ProbeFault(m.group(1), int(m.group(2)), int(m.group(3), 16), int(m.group(4), 16)))
+        elif m := _DONE.match(line):
+            self.status = m.group(1)
+            if self.status == "ok":
+                raise self.fail(n, f"DONE status=ok inside section MODE {sec.mode} (line {sec.start_line}) without END")
+            self.incomplete = sec.mode
+            return True
+        else:
+            raise self.fail(n, f"not a protocol line inside section MODE {sec.mode}: {line[:80]!r}")
+        return False
+
+    def _end(self, n: int, sec: _Section, m: re.Match[str]) -> None:
+        mode, count, crc = m.group(1), int(m.group(2)), int(m.group(3), 16)
+        if mode != sec.mode:
+            raise self.fail(n, f"END {mode} closes section MODE {sec.mode} (line {sec.start_line})")
+        if count != sec.count:
+            raise self.fail(n, f"section {mode} has {sec.count} lines but END says {count} (lines lost or added)")
+        if crc != sec.crc:
+            raise self.fail(n, f"section {mode} CRC-32 {sec.crc:08x} does not match END's {crc:08x} (garbled)")
+        self.tables[mode] = sec.table
+        self.runtime[mode] = sec.runtime
+        self.sec, self.snap = None, None
+
+    def _cpuid(self, n: int, sec: _Section, m: re.Match[str]) -> None:
+        tag = m.group(1)
+        leaf, sub, a, b, c, d = (int(x, 16) for x in m.groups()[1:])
+        if tag == "C":
+            if (leaf, sub) in sec.table:
+                raise self.fail(n, f"leaf {leaf:#x} subleaf {sub} reported twice in mode {sec.mode}")
+            sec.table.set(leaf, sub, Regs(a, b, c, d))
+            return
+        if self.snap is None:
+            raise self.fail(n, "RC line without a preceding RT line")
+        self.snap.cpuid.set(leaf, sub, Regs(a, b, c, d))
+
+    def _outside(self, n: int, line: str) -> bool:
+        """One line outside a section; True at the DONE line."""
         if m := _MODE.match(line):
             mode = m.group(1)
-            if mode in tables or mode in skipped:
-                raise fail(n, f"mode {mode} reported twice")
-            if mode not in FORM_MODES[form]:
-                raise fail(n, f"mode {mode} is not reported by the {form} form")
-            sec = _Section(mode, n)
-            sec.crc = zlib.crc32((line + "\n").encode("latin-1", "replace"), 0)
-            sec.count = 1
-            continue
-        if m := _SKIP.match(line):
-            skipped[m.group(1)] = m.group(2)
-            continue
-        if m := _FAULT.match(line):
-            faults.append(ProbeFault(m.group(1), int(m.group(2)), int(m.group(3), 16), int(m.group(4), 16)))
-            continue
-        if m := _DONE.match(line):
-            status = m.group(1)
-            break
-        raise fail(n, f"not a protocol line: {line[:80]!r}")
+            if mode in self.tables or mode in self.skipped:
+                raise self.fail(n, f"mode {mode} reported twice")
+            if mode not in FORM_MODES[self.form]:
+                raise self.fail(n, f"mode {mode} is not reported by the {self.form} form")
+            self.sec = _Section(mode, n)
+            self.sec.crc = zlib.crc32((line + "\n").encode("latin-1", "replace"), 0)
+            self.sec.count = 1
+        elif m := _SKIP.match(line):
+            self.skipped[m.group(1)] = m.group(2)
+        elif m := _FAULT.match(line):
+            self.faults.append(ProbeFault(m.group(1), int(m.group(2)), int(m.group(3), 16), int(m.group(4), 16)))
+        elif m := _DONE.match(line):
+            self.status = m.group(1)
+            return True
+        else:
+            raise self.fail(n, f"not a protocol line: {line[:80]!r}")
+        return False
 
-    if status is None:
-        if sec is not None:
-            raise fail(None, f"truncated: section MODE {sec.mode} (line {sec.start_line}) has no END and there is no DONE")
-        raise fail(None, "truncated: no DONE line")
-    if status == "ok":
-        missing = [m for m in FORM_MODES[form] if m not in tables and m not in skipped]
-        if missing:
-            raise fail(None, f"DONE status=ok but mode(s) {', '.join(missing)} neither reported nor skipped")
-    return ProbeReport(
-        version=version,
-        form=form,
-        tables=tables,
-        runtime=runtime,
-        status=status,
-        transcript=text,
-        skipped=skipped,
-        faults=faults,
-        incomplete=incomplete,
-    )
+    def _report(self) -> ProbeReport:
+        if self.status is None:
+            if self.sec is not None:
+                raise self.fail(None, f"truncated: section MODE {self.sec.mode} (line {self.sec.start_line}) has no "
+                                      "END and there is no DONE")
+            raise self.fail(None, "truncated: no DONE line")
+        if self.status == "ok":
+            missing = [m for m in FORM_MODES[self.form] if m not in self.tables and m not in self.skipped]
+            if missing:
+                raise self.fail(None, f"DONE status=ok but mode(s) {', '.join(missing)} neither reported nor skipped")
+        return ProbeReport(version=self.version, form=self.form, tables=self.tables, runtime=self.runtime,
+                           status=self.status, transcript=self.text, skipped=self.skipped, faults=self.faults,
+                           incomplete=self.incomplete)
 
 
 def probe_check(case: str = "?") -> Callable[[str, int], Any]:

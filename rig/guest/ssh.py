@@ -33,9 +33,7 @@ import logging
 import os
 import re
 import shlex
-import signal
 import socket
-import subprocess
 import tempfile
 import time
 import tomllib
@@ -49,7 +47,7 @@ from typing import Any
 from ..errors import RigError
 from ..images.ssh import SshImage
 from ..qemu.cmdline import QemuCommand
-from ..qemu.launcher import spawn_argv
+from ..qemu.process import QemuProcess
 from .instructions import InsnReport, classify, parse_insncheck
 from .protocol import ProbeReport, parse_transcript
 
@@ -402,8 +400,12 @@ class SshGuest:
         for _attempt in range(3):
             port = free_port()
             argv = self.qemu_argv(command, port, workdir / "serial.log")
-            (workdir / "cmdline.txt").write_text(shlex.join(argv) + "\n")
-            qemu = QemuProcess.start(argv, workdir)
+            try:
+                # like every QEMU the rig starts: its own process group, and SIGKILL when the rig dies
+                qemu = QemuProcess.start(argv, stderr=workdir / "stderr.log", cmdline=workdir / "cmdline.txt",
+                                         serial=workdir / "serial.log")
+            except OSError as e:
+                raise SshQemuExited(f"cannot start {argv[0]}: {e.strerror}") from None
             time.sleep(0.05)
             text = qemu.stderr_text() if qemu.poll() is not None else ""
             if "hostfwd" in text or "host forwarding" in text:
@@ -418,65 +420,6 @@ class SshGuest:
         t0 = time.monotonic()
         with self.boot(command, workdir=workdir, boot_timeout=boot_timeout) as s:
             return s.observe(command_timeout=command_timeout, tests=tests, accel=command.accel, t0=t0)
-
-
-class QemuProcess:
-    """A QEMU in its own process group with stderr to a file."""
-
-    def __init__(self, proc: subprocess.Popen, argv: list[str], stderr_path: Path, serial_path: Path) -> None:
-        self.proc = proc
-        self.argv = argv
-        self.stderr_path = stderr_path
-        self.serial_path = serial_path
-        self.started = time.monotonic()
-
-    @classmethod
-    def start(cls, argv: list[str], workdir: Path) -> QemuProcess:
-        err = workdir / "stderr.log"
-        try:
-            # like every QEMU the rig starts: its own process group, and SIGKILL when the rig dies
-            spawn, preexec = spawn_argv(argv)
-            with open(err, "wb") as f:
-                proc = subprocess.Popen(spawn, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f,
-                                        start_new_session=True, preexec_fn=preexec)
-        except OSError as e:
-            raise SshQemuExited(f"cannot start {argv[0]}: {e.strerror}") from None
-        return cls(proc, argv, err, workdir / "serial.log")
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def stderr_text(self) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def error_line(self) -> str:
-        from ..qemu.launcher import error_line
-
-        return error_line(self.stderr_text()) or f"exit status {self.proc.returncode}"
-
-    def serial_tail(self, n: int = 1) -> str:
-        try:
-            lines = [ln.strip() for ln in self.serial_path.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            return "(no serial output)"
-        return " | ".join(lines[-n:]) if lines else "(no serial output)"
-
-    def stop(self, grace: float = 2.0) -> None:
-        """SIGTERM the process group, then SIGKILL; waits for QEMU to be gone."""
-        if self.proc.poll() is not None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=grace)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        self.proc.wait()
 
 
 class SshSession:
@@ -686,7 +629,7 @@ def _not_up_reason(e: BaseException) -> str:
 
 def default_tools() -> dict[str, Path]:
     """The rig's guest tools, built on demand: ``probe-user`` and ``insncheck``."""
-    from .insncheck_build import build_insncheck
-    from .probe_build import build_probe
+    from ..images.insncheck import build_insncheck
+    from ..images.probe import build_probe
 
     return {"probe-user": build_probe().user, "insncheck": build_insncheck()}

@@ -39,7 +39,7 @@ from pathlib import Path
 from ..cpuid.catalogue import catalogue
 from ..cpuid.table import Location
 from ..images.cache import cache_root
-from ..run.result import CaseResult
+from ..results import CaseResult
 from .engine import Database, DatabaseError, DbLocation, parse_location
 from .fingerprint import HostFingerprint
 from .schema import migrate
@@ -135,12 +135,12 @@ class History:
             self.db.executemany(
                 "INSERT INTO results(run_id, case_id, outcome, verdict, words, duration_s, finished_at, artifacts)"
                 " VALUES (?,?,?,?,?,?,?,?)",
-                [(run_id, r.id, r.outcome, r.verdict, json.dumps(r.words, separators=(",", ":")), r.duration_s,
+                [(run_id, r.id, str(r.outcome), str(r.verdict), json.dumps(r.words, separators=(",", ":")), r.duration_s,
                   r.finished_at, r.artifacts) for r in results],
             )
             self.db.executemany(
                 "INSERT INTO findings(run_id, case_id, key, name, cls, layer, issue) VALUES (?,?,?,?,?,?,?)",
-                [(run_id, r.id, f.key, f.name, f.cls, f.layer, f.issue.id if f.issue else None)
+                [(run_id, r.id, f.key, f.name, str(f.cls), str(f.layer), f.issue.id if f.issue else None)
                  for r in results for f in r.findings],
             )
         return run_id

@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build_probe(args: argparse.Namespace) -> int:
-    from ..guest.probe_build import build_probe
+    from .probe import build_probe
 
     a = build_probe()
     if args.json:

@@ -3,7 +3,7 @@
 ``fetch_kernel("6.1" | "6.12" | "7.3" | "7.x" | "newest" | a full release)``
 resolves the request against the package names of the rig's private apt
 lists (:class:`rig.images.debian.DebianArchive`), downloads the packages of
-the chosen release (layouts and flavour in ``data/kernels.toml``), unpacks
+the chosen release (layouts and flavour in ``images/kernels.toml``), unpacks
 them with ``dpkg-deb -x`` into a content-addressed cache entry keyed by the
 package versions, and returns a :class:`DebianKernel`.  A second call finds
 the entry and does nothing; with no network, a cached kernel that matches the
@@ -20,12 +20,12 @@ import subprocess
 import tempfile
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from ..errors import RigError
 from . import cache
 from .debian import DebianArchive, DebianError
+from .recipes import read_recipe
 
 KIND = "kernel"
 
@@ -42,16 +42,16 @@ class KernelRecipe:
 
 
 def load_recipe(path: Path | None = None) -> KernelRecipe:
-    """Read ``data/kernels.toml`` (or ``path``)."""
+    """Read ``images/kernels.toml`` (or ``path``)."""
     try:
-        text = path.read_text() if path else resources.files("rig.images").joinpath("data/kernels.toml").read_text()
+        text = path.read_text() if path else read_recipe("kernels.toml")
         data = tomllib.loads(text)
         layouts = tuple(
             (str(lay["name"]), tuple(tuple(str(a) for a in alts) for alts in lay["packages"])) for lay in data["layouts"]
         )
         return KernelRecipe(str(data["flavour"]), layouts, {str(k): str(v) for k, v in data.get("aliases", {}).items()})
     except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
-        raise KernelError(f"{path or 'rig/images/data/kernels.toml'}: bad kernel recipe: {e}") from e
+        raise KernelError(f"{path or 'images/kernels.toml'}: bad kernel recipe: {e}") from e
 
 
 @dataclass(frozen=True, order=True)

@@ -1,7 +1,7 @@
 """The emulated L1 host image: a Debian kernel + an initramfs that runs real KVM.
 
 ``build_l1_image(kernel)`` returns an :class:`L1Image` (``vmlinuz`` and an
-``initrd`` path in the rig cache).  The recipe is ``data/l1.toml``: the initrd
+``initrd`` path in the rig cache).  The recipe is ``images/l1.toml``: the initrd
 is a kernel-independent *base* archive (busybox, the static ``kvmcap`` helper,
 the machine's QEMU with its shared libraries and firmware, the L2 probe,
 ``/init`` from ``guests/l1/init``) followed by a *modules* archive (the
@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from . import cache
 from . import initramfs as ir
 from .kernel import DebianKernel
 from .qemu import fetch_qemu
+from .recipes import read_recipe
 
 BASE_KIND = "l1-base"
 KIND = "l1"
@@ -61,7 +61,7 @@ def project_root() -> Path:
 
 def load_recipe(path: Path | None = None) -> L1Recipe:
     try:
-        text = path.read_text() if path else resources.files("rig.images").joinpath("data/l1.toml").read_text()
+        text = path.read_text() if path else read_recipe("l1.toml")
         d = tomllib.loads(text)
         root = project_root()
         return L1Recipe(
@@ -77,7 +77,7 @@ def load_recipe(path: Path | None = None) -> L1Recipe:
             boot=dict(d["boot"]),
         )
     except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
-        raise L1ImageError(f"{path or 'rig/images/data/l1.toml'}: bad L1 recipe: {e}") from e
+        raise L1ImageError(f"{path or 'images/l1.toml'}: bad L1 recipe: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def base_entries(recipe: L1Recipe, probe: Path | None, with_qemu: bool = True) -
         q, qemu_version = qemu_entries(recipe)
         entries += q
         if probe is None:
-            from ..guest.probe_build import build_probe
+            from .probe import build_probe
 
             probe = build_probe().pvh
         entries.append(ir.file(L1_PROBE.lstrip("/"), probe, 0o644))

@@ -3,7 +3,7 @@
 :func:`build_linux_image` fetches the kernel (:func:`rig.images.kernel.fetch_kernel`)
 and busybox-static (:func:`fetch_busybox`, ``apt-get download`` through
 :class:`rig.images.debian.DebianArchive`) and builds the probe
-(:func:`rig.guest.probe_build.build_probe`). It then writes a deterministic
+(:func:`rig.images.probe.build_probe`). It then writes a deterministic
 initramfs (:mod:`rig.images.initramfs`) with ``/init`` from ``guests/linux/init``.
 The entry ``<cache>/linux/<digest>/`` holds ``vmlinuz`` (the Debian bzImage),
 ``vmlinux`` (its uncompressed ELF, booted through its PVH note),
@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from . import cache
 from . import initramfs as ir
 from .debian import DebianArchive, DebianError
 from .kernel import DebianKernel, fetch_kernel
+from .recipes import read_recipe
 
 KIND = "linux"
 BUSYBOX_KIND = "busybox"
@@ -56,9 +56,9 @@ def project_root() -> Path:
 
 
 def load_recipe(path: Path | None = None) -> LinuxRecipe:
-    """Read ``data/linux.toml`` (or ``path``)."""
+    """Read ``images/linux.toml`` (or ``path``)."""
     try:
-        text = path.read_text() if path else resources.files("rig.images").joinpath("data/linux.toml").read_text()
+        text = path.read_text() if path else read_recipe("linux.toml")
         d = tomllib.loads(text)
         return LinuxRecipe(
             default_kernel=str(d["default_kernel"]),
@@ -68,7 +68,7 @@ def load_recipe(path: Path | None = None) -> LinuxRecipe:
             boot=dict(d["boot"]),
         )
     except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
-        raise LinuxImageError(f"{path or 'rig/images/data/linux.toml'}: bad linux guest recipe: {e}") from e
+        raise LinuxImageError(f"{path or 'images/linux.toml'}: bad linux guest recipe: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ def build_linux_image(
 ) -> LinuxImage:
     """Build (or find in the cache) the linux guest for ``kernel`` (a version request such as
     ``"6.1"``, ``"7.3"``, ``"newest"``, a full release, or a fetched :class:`DebianKernel`)."""
-    from ..guest.probe_build import build_probe
+    from .probe import build_probe
 
     recipe = recipe or load_recipe()
     if not isinstance(kernel, DebianKernel):

@@ -22,13 +22,13 @@ import subprocess
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..errors import RigError
 from . import cache
 from .debian import DebianArchive, DebianError
+from .recipes import read_recipe
 
 KIND = "qemu"
 _VERSION_RE = re.compile(r"QEMU emulator version (\d+\.\d+(?:\.\d+)?)")
@@ -66,10 +66,10 @@ class QemuInstall:
 
 def load_recipes(path: Path | None = None) -> dict[str, Any]:
     try:
-        text = path.read_text() if path else resources.files("rig.images").joinpath("data/qemu.toml").read_text()
+        text = path.read_text() if path else read_recipe("qemu.toml")
         return tomllib.loads(text)
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise QemuFetchError(f"{path or 'rig/images/data/qemu.toml'}: bad QEMU recipe: {e}") from e
+        raise QemuFetchError(f"{path or 'images/qemu.toml'}: bad QEMU recipe: {e}") from e
 
 
 def binary_version(binary: Path, *, env: dict[str, str] | None = None) -> str:
@@ -101,7 +101,7 @@ def _system(recipes: dict[str, Any], request: str) -> QemuInstall:
         raise QemuFetchError(f"{binary}: system QEMU not installed", hint="apt-get install qemu-system-x86")
     version = binary_version(binary)
     if request not in ("system", "") and not (version == request or version.startswith(request + ".")):
-        raise QemuFetchError(f"system QEMU {binary} is {version}, not {request}", hint="pick a version with a recipe in rig/images/data/qemu.toml")
+        raise QemuFetchError(f"system QEMU {binary} is {version}, not {request}", hint="pick a version with a recipe in images/qemu.toml")
     return QemuInstall(binary=binary, firmware_dir=None, version=version, elf=binary)
 
 
@@ -172,7 +172,7 @@ def fetch_qemu(version: str, archive: DebianArchive | None = None, *,
     rec = recipes.get("versions", {}).get(version)
     if rec is None:
         known = sorted([*sysrec.get("aliases", []), *recipes.get("versions", {})])
-        raise QemuFetchError(f"no recipe for QEMU {version!r} (known: {', '.join(known)})", hint="add one to rig/images/data/qemu.toml")
+        raise QemuFetchError(f"no recipe for QEMU {version!r} (known: {', '.join(known)})", hint="add one to images/qemu.toml")
     if rec.get("root_suites"):
         return _fetch_with_root(version, rec, log=log)
     suite = rec["suite"]
@@ -182,7 +182,7 @@ def fetch_qemu(version: str, archive: DebianArchive | None = None, *,
         for name in rec["packages"]:
             vs = [v for v in archive.versions(name) if v.suite == suite]
             if not vs:
-                raise QemuFetchError(f"{name} is not in {suite}", hint="fix rig/images/data/qemu.toml")
+                raise QemuFetchError(f"{name} is not in {suite}", hint="fix images/qemu.toml")
             pkgs.append((name, vs[0].version))
     except DebianError as e:
         return _cached_or_raise(version, e)
@@ -244,7 +244,7 @@ def _finish_entry(tmp: Path, entry: Path, root: Path, version: str, rec: dict[st
 
     elf = root / rec["binary"]
     if not elf.is_file():
-        raise QemuFetchError(f"{rec['binary']} not in the unpacked {rec['packages'][0]}", hint="fix rig/images/data/qemu.toml")
+        raise QemuFetchError(f"{rec['binary']} not in the unpacked {rec['packages'][0]}", hint="fix images/qemu.toml")
     _merge_firmware(root, list(rec.get("firmware", [])), tmp / "firmware")
     # the launcher names the final location, where the entry is about to be renamed to
     final_root = entry / "root"
@@ -260,7 +260,7 @@ def _finish_entry(tmp: Path, entry: Path, root: Path, version: str, rec: dict[st
     got = binary_version(check)
     check.unlink()
     if not (got == version or got.startswith(version + ".")):
-        raise QemuFetchError(f"{elf} reports QEMU {got}, recipe says {version}", hint="fix rig/images/data/qemu.toml")
+        raise QemuFetchError(f"{elf} reports QEMU {got}, recipe says {version}", hint="fix images/qemu.toml")
     meta = {
         "version": got,
         "suite": suite,

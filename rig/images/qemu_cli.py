@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a QEMU build from Debian packages (10.0: bookworm-backports; 11.1: trixie-backports in a root of its own)",
         description="Unpack a QEMU build and its firmware into <cache>/qemu/<digest>/. Builds whose binary needs "
         "a newer C library than the machine's (11.1) get a root of their own suite: the packages and their whole "
-        "dependency closure, run through that root's dynamic loader. Recipes: rig/images/data/qemu.toml.",
+        "dependency closure, run through that root's dynamic loader. Recipes: images/qemu.toml.",
     )
     p.add_argument("version", help="a QEMU series with a recipe, e.g. 10.0 or 11.1 (system: the machine's own)")
     p.add_argument("--json", action="store_true", help="print the build as JSON")

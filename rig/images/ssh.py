@@ -3,7 +3,7 @@
 Two cached stages, each content-addressed (``rig.images.cache``):
 
 1. ``ssh-rootfs/<key>/root``: ``debootstrap --variant=minbase`` of the recipe in
-   ``data/ssh_image.toml`` (sshd, the cloud kernel, ip(8); no systemd), an
+   ``images/ssh_image.toml`` (sshd, the cloud kernel, ip(8); no systemd), an
    initramfs with only the modules that find the root disk and no udev, the
    distribution's generated host keys removed, docs and package lists dropped.
    Slow (1.5-2 min); keyed only by suite, variant, packages and initramfs
@@ -37,11 +37,11 @@ import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 from ..errors import RigError
 from . import cache
+from .recipes import read_recipe
 
 IMAGE_FORMAT = "rig-ssh-image/1"
 
@@ -64,9 +64,9 @@ class SshImageRecipe:
 
     @classmethod
     def load(cls, path: Path | None = None) -> SshImageRecipe:
-        where = str(path) if path else "rig/images/data/ssh_image.toml"
+        where = str(path) if path else "images/ssh_image.toml"
         try:
-            text = path.read_text() if path else resources.files("rig.images").joinpath("data/ssh_image.toml").read_text()
+            text = path.read_text() if path else read_recipe("ssh_image.toml")
             d = tomllib.loads(text)
             return cls(
                 suite=str(d["suite"]),
@@ -359,7 +359,7 @@ def build_ssh_image(
 
 def build_default_ssh_image(*, log: Callable[[str], None] = _log_default) -> SshImage:
     """The rig's ssh image with the current probe (user form) and insncheck builds in it."""
-    from ..guest.insncheck_build import build_insncheck
-    from ..guest.probe_build import build_probe
+    from .insncheck import build_insncheck
+    from .probe import build_probe
 
     return build_ssh_image({"probe-user": build_probe().user, "insncheck": build_insncheck()}, log=log)

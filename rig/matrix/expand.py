@@ -11,8 +11,9 @@ import difflib
 import fnmatch
 from collections.abc import Callable, Iterable
 
+from ..results import Case
 from .load import MatrixError
-from .model import Case, Group, Matrix, Variant, VariantSpec
+from .model import Group, Matrix, Variant, VariantSpec
 from .qemu_source import QemuModels, resolve_qemu
 
 ModelSource = Callable[[str], QemuModels]

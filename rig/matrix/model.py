@@ -1,4 +1,4 @@
-"""Matrix value types: a :class:`Matrix` (what the TOML says) and the :class:`Case` values it expands to.
+"""Matrix value types: a :class:`Matrix` (what the TOML says); it expands to :class:`rig.results.Case` values.
 
 A case is one QEMU boot: (host, QEMU binary, accelerator, machine, CPU model,
 flags, guest).  Its :attr:`Case.id` is readable *and* stable: the readable part
@@ -9,32 +9,24 @@ and the history database can key on it across runs.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..caseaxes import GuestKind
+from ..results import DEFAULT_FAIL_ON, FindingClass, Outcome
+from ..results import PROBLEM_OUTCOMES as _PROBLEM_OUTCOMES
+
+__all__ = ["ACCELS", "DEFAULT_FAIL_ON", "FINDING_CLASSES", "GUESTS", "Group", "KnownIssue", "Matrix", "OUTCOMES",
+           "PROBLEM_OUTCOMES", "Variant", "VariantSpec"]
+
 ACCELS: tuple[str, ...] = ("tcg", "kvm")
-GUESTS: tuple[str, ...] = ("probe", "linux", "ssh")
-#: finding classes (see rig.compare.classify); also the vocabulary of ``fail_on``
-FINDING_CLASSES: tuple[str, ...] = (
-    "model-gap", "qemu-behaviour", "kvm-behaviour", "host-quirk", "known-bug",
-)
-#: case outcomes that are results, not rig failures (see rig.qemu.launcher)
-OUTCOMES: tuple[str, ...] = ("ok", "simulated", "probe-failed", "qemu-aborted", "timeout", "qemu-error", "qmp-error", "rig-error")
+GUESTS: tuple[str, ...] = tuple(k.value for k in GuestKind)
+#: finding classes (see rig.compare.threeway); also the vocabulary of ``fail_on``
+FINDING_CLASSES: tuple[str, ...] = tuple(c.value for c in FindingClass)
+#: case outcomes (rig.results.Outcome)
+OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 #: outcomes that are not complete results (each is a class of its own; "rig-error" is the rig's fault)
-PROBLEM_OUTCOMES: tuple[str, ...] = OUTCOMES[2:]
-DEFAULT_FAIL_ON: tuple[str, ...] = (
-    "model-gap", "qemu-behaviour", "kvm-behaviour",
-    "probe-failed", "qemu-aborted", "timeout", "qemu-error", "qmp-error", "rig-error",
-)
-
-_SAFE = re.compile(r"[^A-Za-z0-9_.+=-]+")
-
-
-def _slug(text: str) -> str:
-    return _SAFE.sub("_", text).strip("_") or "_"
+PROBLEM_OUTCOMES: tuple[str, ...] = tuple(o.value for o in _PROBLEM_OUTCOMES)
 
 
 @dataclass(frozen=True)
@@ -43,60 +35,6 @@ class Variant:
 
     name: str
     flags: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Case:
-    host: str           # "native", "simulate", "emulated:MODEL@KERNEL"
-    qemu: str           # "system" (qemu-system-x86_64 on PATH), a path, or a version such as "10.0"
-    accel: str          # "tcg" | "kvm"
-    machine: str        # "microvm", "q35", "pc", ...
-    model: str          # QEMU CPU model name
-    variant: str = "default"
-    flags: tuple[str, ...] = ()
-    guest: str = "probe"
-    timeout: float = 20.0
-    group: str = ""
-
-    @property
-    def cpu_arg(self) -> str:
-        """The ``-cpu`` argument."""
-        return ",".join((self.model, *self.flags))
-
-    def identity(self) -> dict:
-        """Every field that influences the result (``timeout`` and ``group`` do not)."""
-        return {
-            "host": self.host, "qemu": self.qemu, "accel": self.accel, "machine": self.machine,
-            "model": self.model, "flags": list(self.flags), "guest": self.guest,
-        }
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
-
-    @property
-    def id(self) -> str:
-        parts = [self.model, self.variant, self.machine, self.accel]
-        if self.guest != "probe":
-            parts.append(self.guest)
-        if self.host != "native":
-            parts.append(self.host.replace(":", "-"))
-        if self.qemu != "system":
-            parts.append("qemu" + Path(self.qemu).name if "/" in self.qemu else "qemu" + self.qemu)
-        return "-".join(_slug(p) for p in parts) + "-" + self.digest
-
-    def to_json(self) -> dict:
-        d = self.identity()
-        d.update(id=self.id, variant=self.variant, timeout=self.timeout, group=self.group, cpu=self.cpu_arg)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> Case:
-        return cls(
-            host=d["host"], qemu=d["qemu"], accel=d["accel"], machine=d["machine"], model=d["model"],
-            variant=d.get("variant", "default"), flags=tuple(d.get("flags", ())), guest=d.get("guest", "probe"),
-            timeout=float(d.get("timeout", 20.0)), group=d.get("group", ""),
-        )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from ..errors import RigError
-from .model import Case
+from ..results import Case
 
 
 class SelectError(RigError):

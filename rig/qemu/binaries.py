@@ -33,6 +33,7 @@ from typing import Any
 from qemu.qmp import QMPClient
 
 from ..errors import RigError
+from .process import QemuProcess
 from .qmp import CpuDefinition, ModelExpansion, QmpFailure, QmpSession
 
 SYSTEM_BINARY = "qemu-system-x86_64"
@@ -201,16 +202,14 @@ async def _gather(binary: QemuBinary, accel: str, machine: str, expansions: tupl
             "-machine", machine, "-accel", accel, "-S", "-nodefaults", "-no-user-config",
             "-display", "none", "-serial", "none", "-monitor", "none", "-qmp", f"unix:{sock}",
         ]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        # like every QEMU the rig starts: its own process group, SIGKILL when the rig dies (rig.qemu.process)
+        proc = QemuProcess.start(argv, stderr=rundir / "stderr.log")
         accept = asyncio.ensure_future(client.accept())
-        died = asyncio.ensure_future(proc.wait())
+        died = asyncio.ensure_future(proc.wait_async())
         done, _ = await asyncio.wait({accept, died}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if accept not in done:
             accept.cancel()
-            err = (await proc.stderr.read()).decode(errors="replace").strip() if died in done else ""
+            err = proc.stderr_text().strip() if died in done else ""
             raise QemuNotFound(f"{binary.path}: QMP not ready ({err.splitlines()[-1] if err else 'timeout'})")
         died.cancel()
         accept.result()
@@ -231,9 +230,8 @@ async def _gather(binary: QemuBinary, accel: str, machine: str, expansions: tupl
         with contextlib.suppress(Exception):
             await client.disconnect()
         if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            await proc.wait()
+            proc.kill()
+            await proc.wait_async()
         shutil.rmtree(rundir, ignore_errors=True)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from ..caseaxes import NativeHost, SimulatedHost, parse_host
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
 from .binaries import BinaryFacts, QemuBinary, find_qemu, gather_facts
@@ -69,10 +70,10 @@ def _simulated_choice(spec: str) -> tuple[Any, Any]:
     from ..host.profile import HostProfile
     from ..policy import resolve_policy
 
-    rest = spec.split(":", 1)[1] if ":" in spec else ""
-    if not rest:
+    host = parse_host(spec)
+    if not isinstance(host, SimulatedHost) or host.profile is None:
         raise CasePredictionError("host 'simulate' with accel kvm needs a profile: simulate:PROFILE[@KERNEL]")
-    path, _, kernel = rest.partition("@")
+    path, kernel = host.profile, host.kernel or ""
     profile = HostProfile.load(path)
     version = kernel or profile.kernel.release
     if not version:
@@ -98,10 +99,11 @@ def kvm_approximations(case: Any) -> tuple[str, ...]:
 
 def kvm_inputs(host: str) -> tuple[CpuidTable, CpuidTable | None]:
     """(KVM supported table, host raw CPUID) for a case's host."""
-    if host == "native":
+    spec = parse_host(host)
+    if isinstance(spec, NativeHost):
         return _native_kvm()
-    if host.startswith("simulate"):
-        return _simulated_kvm(host)
+    if isinstance(spec, SimulatedHost):
+        return _simulated_kvm(str(spec))
     raise CasePredictionError(f"host {host!r}: KVM predictions for emulated hosts come from the emulated-host runner "
                               "(it passes L1's measured KVM_GET_SUPPORTED_CPUID to rig.qemu.model.predict_guest)")
 
@@ -134,7 +136,7 @@ def predict_case_full(case: Any) -> QemuPrediction:
     if case.accel == "kvm":
         supported, host_raw = kvm_inputs(case.host)
     # "q35+pvh", "pc+qboot": the suffix picks the rig's boot form, QEMU only sees the machine before it
-    machine = case.machine.partition("+")[0]
+    machine = case.machine_spec.base
     return predict_guest(facts, case.cpu_arg, case.accel, machine, supported, host_raw=host_raw)
 
 

@@ -38,16 +38,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
-import functools
-import logging
 import os
-import re
 import shlex
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,9 +50,16 @@ from typing import Any
 from qemu.qmp import QMPClient, QMPError
 
 from ..cpuid.table import CpuidTable
+from ..results import Outcome
+from .process import QemuProcess, error_line, spawn_argv
 from .qmp import CpuDefinition, QmpFailure, QmpSession, RigQMPClient, Transcript
+from .runtime_dir import make_runtime_dir, remove_runtime_dir, runtime_base, settle_serial
 
-OUTCOMES = ("ok", "probe-failed", "qemu-aborted", "timeout", "qemu-error", "qmp-error")
+__all__ = ["LaunchSpec", "Observation", "ProbeVerdict", "classify", "error_line", "launch", "launch_sync", "runtime_base",
+           "spawn_argv"]
+
+#: the outcomes a launch can have (rig.results.Outcome: all but "simulated" and "rig-error")
+OUTCOMES = tuple(o for o in Outcome if o not in (Outcome.SIMULATED, Outcome.RIG_ERROR))
 
 #: isa-debug-exit: QEMU exits with (value << 1) | 1; the probe writes 0x10 on
 #: success and 0x11 on failure (guests/probe/probe.h).
@@ -70,98 +70,12 @@ PROBE_EXIT_FAIL = 35
 QUIT_GRACE = 0.5
 TERM_GRACE = 1.0
 
-PR_SET_PDEATHSIG = 1
+
+def _start(argv: list[str], err_file) -> QemuProcess:
+    """Start QEMU as a :class:`rig.qemu.process.QemuProcess` (own process group, parent-death signal)."""
+    return QemuProcess.start(argv, stderr=err_file)
 
 
-def _resolve_prctl():
-    """libc's prctl, looked up once in the rig (the forked child must not import or load anything)."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-def _die_with_parent() -> None:
-    """Fallback (no setpriv) in the child before exec: SIGKILL when the rig dies."""
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
-_PRCTL = None
-#: util-linux ``setpriv --pdeathsig KILL --`` in front of QEMU: the parent-death signal
-#: survives the exec into QEMU, and without a ``preexec_fn`` Python starts the child
-#: with vfork (no copy of the rig's page tables, no copy-on-write faults afterwards).
-_SETPRIV = shutil.which("setpriv")
-if _SETPRIV is None:
-    _PRCTL = _resolve_prctl()
-
-
-def spawn_argv(argv: list[str]) -> tuple[list[str], Callable[[], None] | None]:
-    """(argv to exec, preexec_fn): QEMU under ``setpriv --pdeathsig KILL``, or prctl in a preexec_fn."""
-    if _SETPRIV is not None:
-        return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv], None
-    return argv, _die_with_parent
-
-
-class _Child:
-    """A started QEMU: ``pid``, ``returncode`` and an awaitable ``wait()`` (any number of waiters).
-
-    Exit is noticed through a pidfd in the event loop (no thread per child as
-    asyncio's default child watcher of Python 3.11 uses); without pidfds, one
-    thread waits.
-    """
-
-    def __init__(self, popen: subprocess.Popen) -> None:
-        self._popen = popen
-        self.pid = popen.pid
-        loop = asyncio.get_running_loop()
-        self._exited: asyncio.Future[int] = loop.create_future()
-        try:
-            self._pidfd: int | None = os.pidfd_open(popen.pid)
-        except (AttributeError, OSError):
-            self._pidfd = None
-        if self._pidfd is not None:
-            loop.add_reader(self._pidfd, self._on_exit)
-        else:
-            waiter = loop.run_in_executor(None, popen.wait)
-            waiter.add_done_callback(lambda _f: self._on_exit())
-
-    def _on_exit(self) -> None:
-        rc = self._popen.poll()
-        if rc is None:
-            return  # not yet reaped (spurious wake-up)
-        if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
-        if not self._exited.done():
-            self._exited.set_result(rc)
-
-    @property
-    def returncode(self) -> int | None:
-        return self._exited.result() if self._exited.done() else self._popen.returncode
-
-    async def wait(self) -> int:
-        return await asyncio.shield(self._exited)
-
-
-def _start(argv: list[str], err_file) -> _Child:
-    """Start QEMU in its own session (process group), stdin/stdout to nowhere, stderr to ``err_file``."""
-    if _SETPRIV is not None:
-        # setpriv would start and then fail to exec: say so as the exec itself would
-        if shutil.which(argv[0]) is None:
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
-    spawn, preexec = spawn_argv(argv)
-    popen = subprocess.Popen(spawn, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
-                             start_new_session=True, preexec_fn=preexec)
-    return _Child(popen)
-
-
-# qemu.qmp logs connection drops (QEMU exiting under it) as errors; they are
-# expected here and recorded in the transcript instead.
-logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
@@ -205,16 +119,16 @@ class LaunchSpec:
     query_definitions: bool = False
     probe_check: ProbeCheck | None = None
     connect_timeout: float = 10.0
-    #: called once right after QEMU has started: work of the caller's that does not need QEMU's
-    #: answers (e.g. the case's prediction) runs while QEMU starts up instead of after it exits
-    on_started: Callable[[], None] | None = None
+    #: set once QEMU has been started (or could not be): a caller's work that does not need QEMU's
+    #: answers (the case's prediction) can run while QEMU starts up instead of after it exits
+    started: asyncio.Event | None = None
 
 
 @dataclass
 class Observation:
     argv: list[str]
     exit_code: int | None
-    outcome: str
+    outcome: Outcome
     serial_path: Path | None
     serial_text: str
     qmp_transcript_path: Path | None
@@ -238,27 +152,6 @@ class Observation:
 _NOISE_PREFIXES = ("warning:", "qemu-system-x86_64: warning:", "qemu-system-x86_64: terminating on signal")
 
 
-def error_line(stderr: str) -> str:
-    """The most telling line of QEMU's stderr: the first error, without warnings."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if not any(p in ln for p in ("warning:", "terminating on signal"))]
-    if not errors:
-        return lines[-1] if lines else ""
-    for ln in errors:
-        if "error" in ln.lower() or "failed" in ln.lower():
-            return _strip_prog(ln)
-    return _strip_prog(errors[0])
-
-
-def _strip_prog(line: str) -> str:
-    for prefix in ("qemu-system-x86_64: ", "qemu: "):
-        if line.startswith(prefix):
-            line = line[len(prefix):]
-    if line.startswith("error: "):
-        line = line[len("error: "):]
-    return line
-
-
 def classify(
     *,
     exit_code: int | None,
@@ -271,7 +164,7 @@ def classify(
     probe_check: ProbeCheck | None = None,
     timeout: float | None = None,
     shutdown: str = "",
-) -> tuple[str, str]:
+) -> tuple[Outcome, str]:
     """(outcome, one-line message) for a finished run; see :data:`OUTCOMES`.
 
     * ``timeout``: QEMU did not exit in time (it was shut down by ``shutdown``);
@@ -289,31 +182,31 @@ def classify(
     if timed_out:
         limit = f" {timeout:g} s" if timeout is not None else ""
         how = f"; stopped by {shutdown}" if shutdown else ""
-        return "timeout", f"QEMU did not exit within{limit}{how}"
+        return Outcome.TIMEOUT, f"QEMU did not exit within{limit}{how}"
     if exit_code is None:
-        return "qemu-aborted", "QEMU exit status unknown"
+        return Outcome.QEMU_ABORTED, "QEMU exit status unknown"
     if exit_code < 0:
         try:
             sig = signal.Signals(-exit_code).name
         except ValueError:
             sig = f"signal {-exit_code}"
-        return "qemu-aborted", f"QEMU killed by {sig}" + (f": {err}" if err else "")
+        return Outcome.QEMU_ABORTED, f"QEMU killed by {sig}" + (f": {err}" if err else "")
     if not qmp_ready and exit_code != 0 and exit_code not in (PROBE_EXIT_OK, PROBE_EXIT_FAIL):
-        return "qemu-error", err or f"QEMU exited with status {exit_code} at start-up"
+        return Outcome.QEMU_ERROR, err or f"QEMU exited with status {exit_code} at start-up"
     if qmp_error:
         if exit_code not in (0, PROBE_EXIT_OK, PROBE_EXIT_FAIL):
-            return "qemu-aborted", err or f"QEMU exited with status {exit_code} during QMP ({qmp_error})"
-        return "qmp-error", qmp_error
+            return Outcome.QEMU_ABORTED, err or f"QEMU exited with status {exit_code} during QMP ({qmp_error})"
+        return Outcome.QMP_ERROR, qmp_error
     if query_only:
         if exit_code == 0:
-            return "ok", "QMP queries done"
-        return "qemu-aborted", err or f"QEMU exited with status {exit_code}"
+            return Outcome.OK, "QMP queries done"
+        return Outcome.QEMU_ABORTED, err or f"QEMU exited with status {exit_code}"
     if exit_code not in (0, PROBE_EXIT_OK, PROBE_EXIT_FAIL):
-        return "qemu-aborted", err or f"QEMU exited with status {exit_code} before the probe reported"
+        return Outcome.QEMU_ABORTED, err or f"QEMU exited with status {exit_code} before the probe reported"
     verdict = (probe_check or exit_code_check)(serial_text, exit_code)
     if verdict.complete:
-        return "ok", verdict.message or "probe reported"
-    return "probe-failed", verdict.message or "probe did not report"
+        return Outcome.OK, verdict.message or "probe reported"
+    return Outcome.PROBE_FAILED, verdict.message or "probe did not report"
 
 
 # ---------------------------------------------------------------------------
@@ -371,7 +264,7 @@ class _Run:
 
     def __init__(self, spec: LaunchSpec) -> None:
         self.spec = spec
-        self.proc: _Child | None = None
+        self.proc: QemuProcess | None = None
         self.client: QMPClient | None = None
         self.session: QmpSession | None = None
         self.connected = False  # QMP greeting received
@@ -385,7 +278,7 @@ class _Run:
 
     async def connect(self, sock: Path, mode: str, deadline: float) -> None:
         assert self.proc is not None and self.client is not None
-        died = asyncio.ensure_future(self.proc.wait())
+        died = asyncio.ensure_future(self.proc.wait_async())
         try:
             if mode == "accept":
                 fut = asyncio.ensure_future(self.client.accept())
@@ -400,7 +293,14 @@ class _Run:
                 if died in done:
                     return  # QEMU exited before QMP: classified from its status
                 raise TimeoutError
-            fut.result()
+            exc = fut.exception()
+            if exc is not None:
+                if await self._exited_within(QUIT_GRACE):
+                    return  # QEMU exited during the handshake (e.g. an unknown -cpu model): its status says why
+                if isinstance(exc, QMPError | OSError | EOFError):
+                    raise exc
+                # qemu.qmp asserts on its own state when the peer goes away mid-handshake
+                raise ConnectionError(f"QMP handshake failed ({type(exc).__name__}: {exc})") from exc
             self.connected = True
         finally:
             if not died.done():
@@ -459,10 +359,34 @@ class _Run:
             # (a guest that resets or exits at once) is not a QMP failure
             raise seen.then_error
 
+    async def qmp_phase(self, obs: dict[str, Any], sock: Path, mode: str, cpu: str | None, then: str | None,
+                        deadline: float, t_spawn: float) -> bool:
+        """Connect, ask the CPU queries, then ``then``; a QMP failure goes to ``qmp_error``.  True when the
+        case's deadline passed on the way."""
+        try:
+            ready_deadline = min(deadline, time.monotonic() + self.spec.connect_timeout)
+            await self.connect(sock, mode, ready_deadline)
+            self._mark("qmp_connected", t_spawn)
+            if self.connected:
+                await self.queries(obs, cpu, then, ready_deadline, deadline, t_spawn)
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                return True
+            self.qmp_error = "QMP did not become ready"
+        except QmpFailure as e:
+            self.qmp_error = str(e)
+        except (QMPError, OSError, EOFError) as e:
+            self.qmp_error = f"QMP connection failed: {type(e).__name__}: {e}"
+        except AssertionError as e:
+            # qemu.qmp asserts on its own state when QEMU goes away mid-command: QEMU's exit says why
+            if not await self._exited_within(QUIT_GRACE):
+                self.qmp_error = f"QMP failed (qemu.qmp: AssertionError {e})"
+        return False
+
     async def _exited_within(self, seconds: float) -> bool:
         assert self.proc is not None
         try:
-            await asyncio.wait_for(self.proc.wait(), timeout=seconds)
+            await asyncio.wait_for(self.proc.wait_async(), timeout=seconds)
         except TimeoutError:
             return False
         return True
@@ -471,7 +395,7 @@ class _Run:
         """True when QEMU exited before the deadline."""
         assert self.proc is not None
         try:
-            await asyncio.wait_for(self.proc.wait(), timeout=max(0.0, deadline - time.monotonic()))
+            await asyncio.wait_for(self.proc.wait_async(), timeout=max(0.0, deadline - time.monotonic()))
             return True
         except TimeoutError:
             return False
@@ -484,7 +408,7 @@ class _Run:
         if self.session is not None and self.qmp_ready:
             try:
                 await asyncio.wait_for(self.session.quit(), timeout=QUIT_GRACE)
-                await asyncio.wait_for(proc.wait(), timeout=QUIT_GRACE)
+                await asyncio.wait_for(proc.wait_async(), timeout=QUIT_GRACE)
                 self.shutdown_by = "QMP quit"
                 return
             except (TimeoutError, QmpFailure):
@@ -494,10 +418,10 @@ class _Run:
                 os.killpg(proc.pid, sig)
             self.shutdown_by = sig.name
             if grace is None:
-                await proc.wait()
+                await proc.wait_async()
                 return
             try:
-                await asyncio.wait_for(proc.wait(), timeout=grace)
+                await asyncio.wait_for(proc.wait_async(), timeout=grace)
                 return
             except TimeoutError:
                 continue
@@ -518,10 +442,7 @@ async def launch(spec: LaunchSpec) -> Observation:
     serial_path = workdir / "serial.log"
     qmp_path = workdir / "qmp.jsonl"
     stderr_path = workdir / "stderr.log"
-    base = runtime_base()
-    sweep_stale_runtime_dirs(base)
-    rundir = Path(tempfile.mkdtemp(prefix=f"rig-{os.getpid()}-", dir=base))
-    os.chmod(rundir, 0o700)
+    rundir = make_runtime_dir()
     sock = rundir / "qmp.sock"
     # QEMU writes the serial output with one write() per character (7 KB from the probe):
     # serial.log in the work directory is a symbolic link into the runtime directory (usually
@@ -550,31 +471,19 @@ async def launch(spec: LaunchSpec) -> Observation:
             try:
                 run.proc = _start(argv, err_file)
             except OSError as e:
+                if spec.started is not None:
+                    spec.started.set()
                 err_file.write(f"cannot start {argv[0]}: {e.strerror}\n".encode())
                 err_file.flush()
-                _settle(live_serial, serial_path)
-                return _observation(spec, argv, None, "qemu-error", f"cannot start {argv[0]}: {e.strerror}",
+                settle_serial(live_serial, serial_path)
+                return _observation(spec, argv, None, Outcome.QEMU_ERROR, f"cannot start {argv[0]}: {e.strerror}",
                                     serial_path, qmp_path, stderr_path, obs, t_start, run)
             run._mark("spawn", t0)
-            if spec.on_started is not None:
-                spec.on_started()
+            if spec.started is not None:
+                spec.started.set()
             if want_qmp:
-                try:
-                    ready_deadline = min(deadline, time.monotonic() + spec.connect_timeout)
-                    await run.connect(sock, mode, ready_deadline)
-                    run._mark("qmp_connected", t0)
-                    if run.connected:
-                        then = "quit" if spec.query_only else ("cont" if paused else None)
-                        await run.queries(obs, _cpu_from_argv(argv), then, ready_deadline, deadline, t0)
-                except TimeoutError:
-                    if time.monotonic() >= deadline:
-                        timed_out = True
-                    else:
-                        run.qmp_error = "QMP did not become ready"
-                except QmpFailure as e:
-                    run.qmp_error = str(e)
-                except (QMPError, OSError, EOFError) as e:
-                    run.qmp_error = f"QMP connection failed: {type(e).__name__}: {e}"
+                then = "quit" if spec.query_only else ("cont" if paused else None)
+                timed_out = await run.qmp_phase(obs, sock, mode, _cpu_from_argv(argv), then, deadline, t0)
             if not timed_out and not await run.wait_exit(deadline):
                 timed_out = True
             if timed_out or (run.qmp_error and run.proc.returncode is None):
@@ -584,96 +493,35 @@ async def launch(spec: LaunchSpec) -> Observation:
             run.kill_now()
             if run.proc is not None:
                 with contextlib.suppress(BaseException):
-                    await asyncio.shield(run.proc.wait())
+                    await asyncio.shield(run.proc.wait_async())
             raise
         finally:
             if run.client is not None:
                 with contextlib.suppress(Exception):
                     await run.client.disconnect()
-            _settle(live_serial, serial_path)
-            try:
-                sock.unlink(missing_ok=True)
-                rundir.rmdir()
-            except OSError:
-                shutil.rmtree(rundir, ignore_errors=True)
+            settle_serial(live_serial, serial_path)
+            remove_runtime_dir(rundir)
     exit_code = run.proc.returncode if run.proc else None
     stderr = stderr_path.read_text(errors="replace")
     serial_text = serial_path.read_text(errors="replace") if serial_path.exists() else ""
-    qmp_error = run.qmp_error
-    if qmp_error and run.shutdown_by:
-        # the exit status is the result of our shutdown; QMP failing is the finding
-        exit_code_for_class = 0
-    else:
-        exit_code_for_class = exit_code
-    outcome, message = classify(
-        exit_code=exit_code_for_class, timed_out=timed_out, qmp_ready=run.qmp_ready or not want_qmp,
-        qmp_error=qmp_error, stderr=stderr, serial_text=serial_text, query_only=spec.query_only,
-        probe_check=spec.probe_check, timeout=spec.timeout, shutdown=run.shutdown_by,
-    )
+    outcome, message = _classify_run(run, exit_code, timed_out, want_qmp, stderr, serial_text)
     return _observation(spec, argv, exit_code, outcome, message, serial_path, qmp_path, stderr_path, obs,
                         t_start, run, stderr=stderr, serial_text=serial_text)
 
 
-def runtime_base() -> str | None:
-    """Where the private runtime directories go: ``$XDG_RUNTIME_DIR``, else ``/dev/shm``
-    (both memory file systems on Debian), else the default temporary directory."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return xdg
-    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
-        return "/dev/shm"
-    return None
+def _classify_run(run: _Run, exit_code: int | None, timed_out: bool, want_qmp: bool, stderr: str,
+                  serial_text: str) -> tuple[Outcome, str]:
+    spec = run.spec
+    # after our shutdown of a QEMU whose QMP failed, the exit status is ours; QMP failing is the finding
+    code = 0 if run.qmp_error and run.shutdown_by else exit_code
+    return classify(
+        exit_code=code, timed_out=timed_out, qmp_ready=run.qmp_ready or not want_qmp,
+        qmp_error=run.qmp_error, stderr=stderr, serial_text=serial_text, query_only=spec.query_only,
+        probe_check=spec.probe_check, timeout=spec.timeout, shutdown=run.shutdown_by,
+    )
 
 
-_STALE_RE = re.compile(r"rig-(\d+)-[^/]+")
-
-
-@functools.cache
-def sweep_stale_runtime_dirs(base: str | None) -> int:
-    """Remove runtime directories (``rig-PID-*``) left in ``base`` by rigs that were killed (SIGKILL: no
-    cleanup ran), once per process and base; a directory whose PID is alive is kept.  Returns how many
-    went.  Their QEMUs are gone too: they ran under the parent-death signal."""
-    root = Path(base or tempfile.gettempdir())
-    removed = 0
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return 0
-    for d in entries:
-        m = _STALE_RE.fullmatch(d.name)
-        if m is None or not d.is_dir() or d.is_symlink():
-            continue
-        pid = int(m.group(1))
-        try:
-            os.kill(pid, 0)
-            continue  # alive (or a reused PID): not ours to remove
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # another user's live process
-        shutil.rmtree(d, ignore_errors=True)
-        removed += 1
-    return removed
-
-
-def _settle(live: Path, link: Path) -> None:
-    """Replace the symbolic link ``link`` (work directory) by the file ``live`` (runtime directory)
-    it points to; no file at all when QEMU never wrote it."""
-    if not link.is_symlink():
-        return
-    try:
-        data = live.read_bytes()
-    except FileNotFoundError:
-        link.unlink()
-        return
-    # in place, no temporary file and rename: a case's artifacts count only once its result
-    # is recorded (each file created costs ~0.3 ms of kernel CPU on this machine's ext4)
-    link.unlink()
-    link.write_bytes(data)
-    live.unlink()
-
-
-def _observation(spec: LaunchSpec, argv: list[str], exit_code: int | None, outcome: str, message: str,
+def _observation(spec: LaunchSpec, argv: list[str], exit_code: int | None, outcome: Outcome, message: str,
                  serial_path: Path, qmp_path: Path, stderr_path: Path, obs: dict[str, Any], t_start: float,
                  run: _Run, *, stderr: str | None = None, serial_text: str = "") -> Observation:
     if stderr is None:

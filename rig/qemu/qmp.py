@@ -32,6 +32,9 @@ from ..cpuid.parse import parse_feature_words
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
 
+# qemu.qmp logs connection drops (QEMU exiting under it) as errors; they are
+# expected here and recorded in the transcript instead.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 class QmpFailure(RigError):
     """A QMP command failed or the connection broke; the message names the command."""

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..run.result import CaseResult
+from ..results import CaseResult
 from .summary import summarise
 
 

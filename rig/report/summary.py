@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..run.result import CaseResult
+from ..results import CaseResult
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Summary:
         return self.verdicts["fail"] + self.verdicts["error"]
 
     def line(self) -> str:
-        order = ["pass", "expected", "approximate", "fail", "error"]
+        order = ["pass", "approximate", "expected", "fail", "error"]
         order += sorted(set(self.verdicts) - set(order))
         parts = [f"{self.total} cases"] + [f"{self.verdicts[v]} {v}" for v in order if self.verdicts[v]]
         if self.classes:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from ..outfile import output_directory, write_output
-from ..run.result import CaseResult
-from ..run.rundir import RunDir
+from ..results import CaseResult
 from .history_access import previous_run
 from .html import CHUNK_DIR, chunk_js, render_report
 from .junit import junit_xml
@@ -18,6 +18,16 @@ from .tap import tap_report
 REPORT_FORMAT = "rig-report/1"
 #: bytes of case details embedded in report.html; the rest load from report-details/ (the page stays < 1.5 MB)
 INLINE_DETAILS = 600_000
+
+
+class RunRecord(Protocol):
+    """A finished (or interrupted) run: its directory, its results and its ``run.json`` (rig.run.rundir.RunDir)."""
+
+    path: Path
+
+    def results(self) -> list[CaseResult]: ...
+
+    def read_info(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,7 @@ def _write_chunks(out: Path, chunks: list[dict]) -> None:
         write_output(d / f"{n}.js", chunk_js(n, chunk).encode())
 
 
-def write_reports(run: RunDir, results: list[CaseResult] | None = None, *, out: Path | None = None,
+def write_reports(run: RunRecord, results: list[CaseResult] | None = None, *, out: Path | None = None,
                   history: Path | None = None, inline_details: int = INLINE_DETAILS) -> ReportPaths:
     """Every report of ``run``; ``history``: the database whose previous run of this matrix on this host marks
     new failures in the HTML report (default: the default database, if there is one)."""

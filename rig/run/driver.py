@@ -17,19 +17,21 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..caseaxes import EmulatedHostSpec, GuestKind
 from ..errors import RigError
-from ..guest.probe_build import build_probe
 from ..history.db import History, HistoryDiff
 from ..history.fingerprint import HostFingerprint, current
+from ..images.probe import build_probe
 from ..matrix.expand import expand
 from ..matrix.load import load_matrix
-from ..matrix.model import Case, Matrix
+from ..matrix.model import Matrix
 from ..matrix.select import parse_shard, select
 from ..report.write import ReportPaths, write_reports
-from .execute import RunContext, check_hosts, run_cases
+from ..results import Case, CaseResult
+from .context import RunContext
+from .execute import check_hosts, run_cases
 from .predict import Predictor
 from .progress import Progress
-from .result import CaseResult
 from .rundir import RunDir, RunInfo
 
 
@@ -126,15 +128,13 @@ def execute(plan: Plan, *, jobs: int | None = None, progress: Progress | None = 
         from .linux_case import prepare_linux_images
 
         prepare_linux_images(ctx, plan.todo)
-        if any(c.guest == "ssh" for c in plan.todo):
+        if any(c.guest_spec.kind == GuestKind.SSH for c in plan.todo):
             from .linux_case import say_stderr
             from .ssh_case import prepare_ssh_image
 
             prepare_ssh_image(ctx, say_stderr)
         if predictor is None:
-            from ..qemu.casepredict import warm_facts
-
-            warm_facts(c.qemu for c in plan.todo)  # an empty cache: gathered here, not inside the loop
+            _warm_facts(ctx, plan.todo)  # an empty cache: gathered here, not inside the loop
         fp = _fingerprint(ctx, plan)
         plan.info.host_fingerprint, plan.info.host = fp.fingerprint, fp.to_json()
         plan.rundir.write_info(plan.info)
@@ -149,6 +149,18 @@ def execute(plan: Plan, *, jobs: int | None = None, progress: Progress | None = 
         progress.finish()
     ids = {c.id for c in plan.cases}
     return [r for r in plan.rundir.results() if r.id in ids]
+
+
+def _warm_facts(ctx: RunContext, cases: list[Case]) -> None:
+    """Gather (or load from the cache) the facts of each QEMU the cases' predictions use, before the run's
+    event loop starts, so the first case does not wait for a fresh binary's ``-S`` run.  A spec that names
+    no binary is left for its cases to report."""
+    specs = {"system" if isinstance(c.host_spec, EmulatedHostSpec) else c.qemu for c in cases}
+    for spec in sorted(specs):
+        try:
+            ctx.qemu.facts(spec)
+        except RigError:
+            continue
 
 
 def _fingerprint(ctx: RunContext, plan: Plan) -> HostFingerprint:

@@ -1,28 +1,38 @@
 """Cases on an emulated host (``emulated:MODEL@KERNEL[,param=value...]``): real KVM of a Debian kernel in L1.
 
-All cases of one host run in one L1 boot (rig.emulate.EmulatedHost), one L2 QEMU at a time, in a worker
-thread (EmulatedHost is synchronous).  Per case the views are: configured = L2 QEMU's QMP feature-words,
-observed = the probe in L2, and a fourth, the ``kvm`` view: the KVM policy model's prediction of L1's
-``KVM_GET_SUPPORTED_CPUID`` (rig.policy) against the real one L1 measured.  An L1 that fails to boot
-makes every case of the host a ``rig-error`` result naming why (the run goes on).
+All cases of one host share one L1 boot: an :class:`EmulatedSession` boots it
+(rig.emulate.EmulatedHost, synchronous) in a thread of its own, which also starts
+every L2 QEMU and powers L1 off, so the parent-death signal of L1's QEMU follows
+a thread that outlives it.  Its cases run through :func:`rig.run.execute.run_case`
+like any other: the session supplies the model's inputs (:class:`rig.run.hosts.MeasuredInputs`:
+L1's measured ``KVM_GET_SUPPORTED_CPUID`` and raw CPUID, and the KVM policy model's
+prediction of that table, compared with it as view ``kvm``) and the runner
+(:meth:`EmulatedSession.observe`: one L2 probe in L1, configured = L2 QEMU's QMP
+feature-words, observed = the probe).  An L1 that fails to boot makes every case of
+the host a ``rig-error`` result naming why (the run goes on); cancelling the run
+powers L1 off at once and records nothing for the case in flight.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..compare.known import case_fields, match_outcome
-from ..compare.threeway import IssueRef, compare
-from ..cpuid.table import CpuidTable
+from ..caseaxes import BootForm, EmulatedHostSpec
 from ..errors import RigError
-from ..matrix.model import Case
 from ..qemu.launcher import classify
-from .guests import ProbeReader, split_machine
-from .result import CaseResult, judge
+from ..results import Case, CaseResult, Outcome, judge
+from .guests import ProbeReader
+from .hosts import MeasuredInputs, QemuFacts
+from .observation import CaseObservation
 from .rundir import write_json
+
+if TYPE_CHECKING:
+    from .context import RunContext
 
 EXIT_KILLED = 137  # busybox timeout -s KILL inside L1
 
@@ -32,142 +42,80 @@ def _exit_code(status: int) -> int:
     return -(status - 128) if 128 < status < 160 and status != EXIT_KILLED else status
 
 
-def kvm_prediction(profile: Any) -> tuple[CpuidTable | None, str]:
-    """The policy model's KVM_GET_SUPPORTED_CPUID for an L1 profile (None and why when it cannot)."""
-    try:
-        from ..policy import load_policy, predict_supported
-    except ImportError as e:
-        return None, f"KVM policy model not available ({e})"
-    try:
-        release = profile.kernel.release if profile.kernel else ""
-        return predict_supported(profile, load_policy(release)).table, ""
-    except RigError as e:
-        return None, f"no KVM prediction: {e}"
+class EmulatedSession:
+    """One booted L1 for the cases of one emulated host (``async with``)."""
 
+    def __init__(self, spec: EmulatedHostSpec, workdir: Path, qemu: QemuFacts) -> None:
+        self.spec = spec
+        self.workdir = workdir
+        self.qemu = qemu
+        self.host: Any = None
+        self.inputs: MeasuredInputs | None = None
+        # one thread: L1's QEMU dies with the thread that started it (PR_SET_PDEATHSIG)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rig-l1-{spec.cpu}")
 
-def kvm_approximations(profile: Any) -> list[str]:
-    """The policy's approximation sentence when L1's kernel has no exact KVM policy (the case is then 'approximate')."""
-    try:
-        from ..policy import resolve_policy
+    async def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, lambda: fn(*args, **kw))
 
-        choice = resolve_policy(profile.kernel.release if profile.kernel else "")
-    except (ImportError, RigError):
-        return []
-    return [f"KVM policy: {choice.approximation}"] if choice.approximation else []
-
-
-def l2_prediction(case: Case, machine: str, profile: Any) -> tuple[CpuidTable | None, str]:
-    """The QEMU model's configured view of an L2 case on L1's measured KVM (the L2 QEMU is the system build)."""
-    try:
-        from ..qemu.binaries import find_qemu, gather_facts
-        from ..qemu.model import predict_guest
-    except ImportError as e:
-        return None, f"QEMU model layer not available ({e})"
-    supported = profile.kvm.supported
-    if supported is None:
-        return None, "no KVM_GET_SUPPORTED_CPUID measured in L1"
-    try:
-        facts = gather_facts(find_qemu("system"))
-        return predict_guest(facts, case.cpu_arg, "kvm", machine, supported, host_raw=profile.raw).with_levels(), ""
-    except RigError as e:
-        return None, f"no prediction: {e}"
-
-
-class EmulatedGroup:
-    """Every case of one emulated host; :meth:`run` is called in a worker thread."""
-
-    def __init__(self, host: str, cases: Sequence[Case]) -> None:
-        self.host = host
-        self.cases = list(cases)
-        self.stop = threading.Event()
-        self._active: Any = None
-
-    def cancel(self) -> None:
-        """From the event loop's thread: stop after the current case and power L1 off now."""
-        self.stop.set()
-        h = self._active
-        if h is not None:
-            try:
-                h.close()
-            except Exception:  # noqa: BLE001  (best effort while cancelling)
-                pass
-
-    def run(self, ctx: Any, emit: Callable[[CaseResult], None]) -> None:
+    async def __aenter__(self) -> EmulatedSession:
         from ..emulate.host import EmulatedHost
 
-        t0 = time.perf_counter()
+        host = EmulatedHost.from_spec(self.spec, workdir=self.workdir)
+        self.host = host
         try:
-            host = EmulatedHost.from_spec(self.host, workdir=ctx.rundir.path / "hosts" / self.host.replace(":", "-"))
-            self._active = host
-            host.__enter__()
-        except RigError as e:
-            for c in self.cases:
-                r = CaseResult(c, "rig-error", message=f"emulated host {self.host} did not come up: {e}",
-                               duration_s=time.perf_counter() - t0)
-                emit(judge(r, ctx.matrix.fail_on))
-            return
-        try:
-            kvm_pred, kvm_note = kvm_prediction(host.profile)
-            for c in self.cases:
-                if self.stop.is_set():
-                    return
-                emit(self._one(ctx, host, c, kvm_pred, kvm_note))
-        finally:
-            self._active = None
-            host.__exit__(None, None, None)
+            await self._call(host.__enter__)
+        except BaseException:
+            self._power_off()
+            raise
+        self.inputs = MeasuredInputs(self.spec, self.qemu, host.profile)
+        return self
 
-    def _one(self, ctx: Any, host: Any, case: Case, kvm_pred: CpuidTable | None, kvm_note: str) -> CaseResult:
-        t0 = time.perf_counter()
-        workdir = ctx.rundir.case_dir(case.id)
-        result = CaseResult(case, "rig-error", artifacts=str(workdir.relative_to(ctx.rundir.path)))
-        try:
-            base, form = split_machine(case.machine)
-            if form != "pvh" or case.accel != "kvm":
-                raise RigError(f"emulated hosts run -M microvm -accel kvm L2 cases only, not -M {case.machine} "
-                               f"-accel {case.accel}")
-            r = host.run_probe(case.cpu_arg, base, timeout=case.timeout, qmp=True)
-            (workdir / "cmdline.txt").write_text("(inside L1) qemu-system-x86_64 " + " ".join(r.args) + "\n")
-            (workdir / "serial.log").write_text(r.serial)
-            (workdir / "stderr.log").write_text(r.stderr)
-            write_json(workdir / "qmp.json", {"replies": r.qmp, "errors": r.qmp_errors})
-            reader = ProbeReader(case.id, workdir / "serial.log")
-            code = _exit_code(r.exit_status)
-            outcome, message = classify(
-                exit_code=code, timed_out=r.timed_out, qmp_ready=bool(r.qmp) or code in (33, 35),
-                qmp_error="; ".join(r.qmp_errors) or None, stderr=r.stderr, serial_text=r.serial,
-                probe_check=reader, timeout=case.timeout, shutdown="L1's timeout (SIGKILL)")
-            version = getattr(host, "_outer_version", None)
-            result.outcome, result.message, result.qemu_version = outcome, message, version
-            if outcome != "ok":
-                issue = match_outcome(ctx.matrix.known_issues, case_fields(case, version), outcome)
-                result.outcome_issue = IssueRef.of(issue) if issue else None
-            observed = reader.report.tables if reader.report is not None and outcome == "ok" else {}
-            configured = r.feature_words()
-            measured = host.profile.kvm.supported
-            predicted, pred_note = l2_prediction(case, base, host.profile)
-            comparison = compare(case, predicted=predicted, configured=configured, observed=observed,
-                                 known=ctx.matrix.known_issues, qemu_version=version,
-                                 kvm_predicted=kvm_pred, kvm_measured=measured)
-            result.findings = comparison.findings
-            from .execute import observed_mode, words_of
+    async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            with contextlib.suppress(RigError):
+                await self._call(self.host.__exit__, None, None, None)
+        self._power_off()
 
-            mode = observed_mode(observed)
-            result.words = words_of(comparison.scope, predicted, configured, observed.get(mode) if mode else None)
-            if kvm_pred is not None:
-                result.approximations = kvm_approximations(host.profile)
-            notes = "; ".join(n for n in (pred_note, kvm_note) if n)
-            if notes and outcome == "ok":
-                result.message = f"{message}; {notes}"
-            write_json(workdir / "views.json", {
-                "predicted": None if predicted is None else predicted.to_json(),
-                "configured": None if configured is None else configured.to_json(),
-                "observed": {m: t.to_json() for m, t in observed.items()}, "observed_mode": mode,
-                "kvm_predicted": None if kvm_pred is None else kvm_pred.to_json(),
-                "kvm_measured": None if measured is None else measured.to_json(),
-                "l1": host.label, "exit_code": r.exit_status, "form": form, "image": str(ctx.probe.pvh),
-            })
-        except RigError as e:
-            result.outcome, result.message = "rig-error", str(e)
-        result.duration_s = time.perf_counter() - t0
-        result.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return judge(result, ctx.matrix.fail_on)
+    def _power_off(self) -> None:
+        """Kill L1 now (also from the event loop while the thread waits on it), then let the thread go."""
+        if self.host is not None:
+            with contextlib.suppress(Exception):
+                self.host.close()
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+    async def observe(self, ctx: RunContext, case: Case, workdir: Path, started: asyncio.Event) -> CaseObservation:
+        """The case's L2 probe in L1 (QMP first, then the probe); its artifacts in ``workdir``."""
+        m = case.machine_spec
+        if m.form != BootForm.PVH or case.accel != "kvm":
+            raise RigError(f"emulated hosts run -M microvm -accel kvm L2 cases only, not -M {case.machine} "
+                           f"-accel {case.accel}")
+        started.set()
+        try:
+            r = await self._call(self.host.run_probe, case.cpu_arg, m.base, timeout=case.timeout, qmp=True)
+        except asyncio.CancelledError:
+            self._power_off()  # the thread waits on L1: stop it now
+            raise
+        (workdir / "cmdline.txt").write_text("(inside L1) qemu-system-x86_64 " + " ".join(r.args) + "\n")
+        (workdir / "serial.log").write_text(r.serial)
+        (workdir / "stderr.log").write_text(r.stderr)
+        write_json(workdir / "qmp.json", {"replies": r.qmp, "errors": r.qmp_errors})
+        reader = ProbeReader(case.id, workdir / "serial.log")
+        code = _exit_code(r.exit_status)
+        outcome, message = classify(
+            exit_code=code, timed_out=r.timed_out, qmp_ready=bool(r.qmp) or code in (33, 35),
+            qmp_error="; ".join(r.qmp_errors) or None, stderr=r.stderr, serial_text=r.serial,
+            probe_check=reader, timeout=case.timeout, shutdown="L1's timeout (SIGKILL)")
+        report = reader.report
+        return CaseObservation(
+            Outcome(outcome), message, self.host.outer_qemu_version, configured=r.feature_words(),
+            observed=report.tables if report is not None else {}, kvm_measured=self.host.profile.kvm.supported,
+            exit_code=r.exit_status,
+            views={"l1": self.host.label, "form": m.form.value, "image": str(ctx.probe.pvh)})
+
+
+def boot_failed(ctx: RunContext, spec: EmulatedHostSpec, cases: list[Case], error: RigError,
+                seconds: float) -> list[CaseResult]:
+    """Every case of a host whose L1 did not come up: a ``rig-error`` naming why."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return [judge(CaseResult(c, Outcome.RIG_ERROR, message=f"emulated host {spec} did not come up: {error}",
+                             duration_s=seconds, finished_at=stamp), ctx.matrix.fail_on) for c in cases]

@@ -1,231 +1,145 @@
-"""Running cases: one case = launch -> observe (QMP + probe) -> predict -> compare -> judge -> record.
+"""Running cases.  One case is the data flow of :func:`run_case`:
 
-:func:`run_case` is the data flow of one case (design.md §3); :func:`run_cases`
-runs many with ``jobs`` workers in one event loop (each worker waits on its
-QEMU, so the loop is idle most of the time) and hands every finished result to
-the run directory at once, so an interrupted run keeps what finished.
+    inputs  = the host's model inputs             (rig.run.hosts; an emulated host's from its L1)
+    observe = a runner chosen by guest kind        (probe, linux, ssh; an emulated host's L2 probe;
+              started first: QEMU starts up ...     a simulated host's "no QEMU")
+    predict = the QEMU model on the inputs         (... while the prediction is made: rig.run.predict)
+    result  = assemble(prediction, observation)    (compare, judge, views.json: rig.run.assemble)
 
-Cancellation (Ctrl-C, SIGTERM) reaches every running :func:`rig.qemu.launcher.launch`,
-which kills its QEMU's process group before the cancellation propagates.
+:func:`run_cases` runs many with ``jobs`` workers in one event loop (each worker waits
+on its QEMU, so the loop is idle most of the time); the cases of one emulated host are
+one work item (one L1 boot, its cases in turn).  Every finished result goes to the run
+directory at once, so an interrupted run keeps what finished.  A case cut short by
+cancellation (Ctrl-C, SIGTERM) is not a result: nothing is recorded for it, its QEMU
+is killed, and ``rig run --resume`` runs it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from ..compare.known import case_fields, match_outcome
-from ..compare.threeway import Finding, IssueRef, compare
-from ..cpuid.table import REGISTERS, CpuidTable
+from ..caseaxes import EmulatedHostSpec, GuestKind, SimulatedHost
+from ..cpuid.table import CpuidTable
 from ..errors import RigError
-from ..guest.probe_build import ProbeArtifacts
-from ..guest.quirks import detect_host_quirk
-from ..matrix.model import Case, Matrix
-from ..qemu.binaries import QemuBinary, find_qemu
-from ..qemu.cmdline import QemuCommand
-from ..qemu.launcher import LaunchSpec, Observation, launch
-from .guests import ProbeReader, check_guest, guest_kind, probe_boot
-from .predict import Prediction, Predictor
-from .result import CaseResult, judge
-from .rundir import RunDir, write_json
+from ..results import Case, CaseResult, Outcome, judge
+from .assemble import assemble
+from .checks import check_case_guest
+from .context import RunContext
+from .hosts import HostInputs, inputs_for
+from .observation import CaseObservation
 
-#: the guest mode whose table is "observed" in the words/grid (the others are compared too)
-MODE_ORDER = ("long64", "prot32", "real", "user")
+__all__ = ["RunContext", "check_hosts", "load_views", "run_case", "run_cases"]
 
 
-class HostNotAvailable(RigError):
-    pass
+class Runner(Protocol):
+    """Observes one case: starts what the case runs, sets ``started`` once QEMU is starting."""
+
+    def __call__(self, ctx: RunContext, case: Case, workdir: Path,
+                 started: asyncio.Event) -> Awaitable[CaseObservation]: ...
 
 
 def check_hosts(cases: Sequence[Case]) -> None:
     """Fail early (before any QEMU starts) for hosts or guests this rig cannot run."""
     for c in cases:
-        check_guest(c.guest, c.machine, c.host)
-        if c.host.startswith("emulated:"):
-            try:
-                from ..emulate.host import parse_host_spec
-            except ImportError as e:
-                raise HostNotAvailable(f"case {c.id}: emulated hosts ({c.host}) are not available ({e})",
-                                       hint="use hosts = [\"native\"] or [\"simulate\"]") from None
-            parse_host_spec(c.host)
+        check_case_guest(c)
 
 
-@dataclass
-class RunContext:
-    """What every case of a run shares."""
-
-    matrix: Matrix
-    rundir: RunDir
-    probe: ProbeArtifacts
-    predictor: Predictor = field(default_factory=Predictor)
-    binaries: dict[str, QemuBinary] = field(default_factory=dict)
-    memory: str = "64M"
-    #: guest images other than the probe, built once per run (rig.run.linux_case.prepare_linux_image)
-    guest_images: dict[str, Any] = field(default_factory=dict)
-    #: this machine's raw CPUID (for detecting hosts that do not intercept CPUID), read on first use
-    _host_raw: list[CpuidTable | None] = field(default_factory=list)
-
-    def host_raw(self) -> CpuidTable | None:
-        if not self._host_raw:
-            from ..cpuid.enumeration import enumerate_cpuid
-            from ..host.cpuid_exec import CpuidExecutor, CpuidUnavailable
-
-            try:
-                self._host_raw.append(enumerate_cpuid(CpuidExecutor.open()))
-            except CpuidUnavailable:
-                self._host_raw.append(None)
-        return self._host_raw[0]
-
-    def binary(self, spec: str) -> QemuBinary:
-        if spec not in self.binaries:
-            self.binaries[spec] = find_qemu(spec)
-        return self.binaries[spec]
+async def observe_simulated(ctx: RunContext, case: Case, workdir: Path, started: asyncio.Event) -> CaseObservation:
+    """A simulated host starts no QEMU: the prediction is the result."""
+    binary = ctx.binary(case.qemu)
+    started.set()
+    return CaseObservation(Outcome.SIMULATED, "prediction only (no QEMU started)", ".".join(map(str, binary.version)))
 
 
-def observed_mode(tables: dict[str, CpuidTable]) -> str | None:
-    for m in MODE_ORDER:
-        if m in tables:
-            return m
-    return next(iter(tables), None)
+def runner_for(case: Case) -> Runner:
+    """The runner of a case on this machine (native or simulated host), by guest kind."""
+    if isinstance(case.host_spec, SimulatedHost):
+        return observe_simulated
+    kind = case.guest_spec.kind
+    if kind == GuestKind.LINUX:
+        from .linux_case import observe_linux
+
+        return observe_linux
+    if kind == GuestKind.SSH:
+        from .ssh_case import observe_ssh
+
+        return observe_ssh
+    from .probe_case import observe_probe
+
+    return observe_probe
 
 
-def _hex(v: int | None) -> str | None:
-    return None if v is None else f"{v:08x}"
+class Host(Protocol):
+    """Where a case runs: the model's inputs and the runner (an :class:`rig.run.emulated.EmulatedSession`)."""
+
+    inputs: HostInputs | None
+
+    def observe(self, ctx: RunContext, case: Case, workdir: Path,
+                started: asyncio.Event) -> Awaitable[CaseObservation]: ...
 
 
-def words_of(scope: Sequence[tuple[int, int, str]], predicted: CpuidTable | None, configured: CpuidTable | None,
-             observed: CpuidTable | None) -> dict[str, list[str | None]]:
-    out: dict[str, list[str | None]] = {}
-    for leaf, sub, reg in scope:
-        views = [t.reg(leaf, sub, reg) if t is not None else None for t in (predicted, configured)]
-        o = observed.value(leaf, sub, reg) if observed is not None else None
-        out[f"{leaf:#x}.{sub}.{reg}"] = [_hex(views[0]), _hex(views[1]), _hex(o)]
-    return out
-
-
-#: share of the differing bits that must equal the host's raw CPUID before a KVM guest counts as
-#: reading the host's CPUID (PVM passes it through; the rest are per-CPU fields such as APIC IDs)
-QUIRK_HOST_SHARE = 0.9
-
-
-def detect_quirk(case: Case, obs: Observation, observed: dict[str, CpuidTable],
-                 host_raw: CpuidTable | None) -> str | None:
-    """A KVM guest that does not read what QEMU configured while QMP is self-consistent
-    (:func:`rig.guest.quirks.detect_host_quirk`), and whose differing bits are the host's own
-    (at least :data:`QUIRK_HOST_SHARE` of them, when this machine's raw CPUID is readable).
-    Under TCG a guest/QMP difference is QEMU's own behaviour, never a host quirk."""
-    if case.accel != "kvm" or obs.feature_words is None or not observed:
-        return None
-    q = detect_host_quirk(observed, obs.feature_words, filtered_features=obs.filtered_features,
-                          expansion=obs.expansion, cpu=case.cpu_arg, host_raw=host_raw)
-    if q is None:
-        return None
-    if host_raw is not None and q.host_bits_compared and q.host_bits_matching < QUIRK_HOST_SHARE * q.host_bits_compared:
-        return None
-    return q.message
-
-
-def _table_json(t: CpuidTable | None) -> Any:
-    return None if t is None else t.to_json()
-
-
-async def run_case(ctx: RunContext, case: Case) -> CaseResult:
+async def run_case(ctx: RunContext, case: Case, host: Host | None = None) -> CaseResult:
+    """One case (``host``: an emulated host's session; None: this machine)."""
     t0 = time.perf_counter()
     workdir = ctx.rundir.case_dir(case.id)
-    rel = str(workdir.relative_to(ctx.rundir.path))
     try:
-        if case.host.startswith("simulate"):
-            result = _simulate(ctx, case)
-        else:
-            result = await _native(ctx, case, workdir)
+        inputs, observe = _where(ctx, case, host)
+        started = asyncio.Event()
+        async with _concurrently(observe(ctx, case, workdir, started)) as observing:
+            await _first(started, observing)          # QEMU is starting up ...
+            prediction = ctx.predictor(case, inputs)  # ... while the model predicts (it never sees QEMU's answers)
+            observation = await observing
+        result = assemble(case, prediction, observation, workdir, known=ctx.matrix.known_issues,
+                          fail_on=ctx.matrix.fail_on, host_raw=_host_raw(ctx, case, observation))
     except RigError as e:
-        result = CaseResult(case, "rig-error", message=str(e))
-    result.artifacts = rel
+        result = judge(CaseResult(case, Outcome.RIG_ERROR, message=str(e)), ctx.matrix.fail_on)
+    result.artifacts = str(workdir.relative_to(ctx.rundir.path))
     result.duration_s = time.perf_counter() - t0
     result.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return judge(result, ctx.matrix.fail_on)
-
-
-def _simulate(ctx: RunContext, case: Case) -> CaseResult:
-    binary = ctx.binary(case.qemu)
-    pred = ctx.predictor(case, binary.series, None)
-    if pred.table is None:
-        return CaseResult(case, "rig-error", message=f"simulate needs a prediction: {pred.note}")
-    scope = [(lf, s, r) for (lf, s), regs in pred.table.items() for r in REGISTERS if regs.get(r) is not None]
-    message = "; ".join(["prediction only (no QEMU started)", *(f"approximate: {a}" for a in pred.approximations)])
-    return CaseResult(case, "simulated", message=message,
-                      qemu_version=".".join(map(str, binary.version)), words=words_of(scope, pred.table, None, None),
-                      approximations=list(pred.approximations))
-
-
-async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
-    kind, _ = guest_kind(case.guest)
-    if kind == "linux":
-        from .linux_case import run_linux_case
-
-        return await run_linux_case(ctx, case, workdir)
-    if kind == "ssh":
-        from .ssh_case import run_ssh_case
-
-        return await run_ssh_case(ctx, case, workdir)
-    binary = ctx.binary(case.qemu)
-    boot = probe_boot(case.machine, ctx.probe)
-    cmd = QemuCommand(binary=str(binary.path), machine=boot.machine, accel=case.accel, cpu=case.cpu_arg,
-                      kernel=boot.kernel, drive=boot.drive, memory=ctx.memory, firmware_dir=binary.firmware_dir,
-                      bios=boot.bios)
-    reader = ProbeReader(case.id, workdir / "serial.log")
-    preds: list[Prediction] = []  # predicted while QEMU starts up (the model does not use QEMU's answers)
-    obs: Observation = await launch(LaunchSpec(cmd, case.id, workdir, timeout=case.timeout, probe_check=reader,
-                                               on_started=lambda: preds.append(ctx.predictor(case, binary.series, None))))
-    observed = reader.report.tables if reader.report is not None and obs.outcome == "ok" else {}
-    return case_result(ctx, case, workdir, binary, obs, outcome=obs.outcome, message=obs.message, observed=observed,
-                       runtime=reader.report.runtime if observed else None, pred=preds[0] if preds else None,
-                       views={"form": boot.form, "image": str(boot.image), "bios": boot.bios})
-
-
-def case_result(ctx: RunContext, case: Case, workdir: Path, binary: QemuBinary, qmp: Observation, *, outcome: str,
-                message: str, observed: dict[str, CpuidTable], runtime: Mapping[str, Iterable[Any]] | None = None,
-                pred: Prediction | None = None, extra_findings: Iterable[Finding] = (),
-                views: Mapping[str, Any] | None = None) -> CaseResult:
-    """A case's result from its views, for every guest: predicted (``pred``, else asked now), configured
-    (``qmp``: feature-words, filtered-features, expansion), observed (mode -> the guest's table); the
-    comparison, host quirk and known issues; ``views.json`` in ``workdir`` (plus the guest's ``views``)."""
-    version = ".".join(map(str, binary.version))
-    result = CaseResult(case, outcome, message=message, qemu_version=version)
-    if outcome != "ok":
-        issue = match_outcome(ctx.matrix.known_issues, case_fields(case, version), outcome)
-        result.outcome_issue = IssueRef.of(issue) if issue else None
-    configured = qmp.feature_words
-    if pred is None:
-        pred = ctx.predictor(case, binary.series, qmp.expansion)
-    quirk = detect_quirk(case, qmp, observed, ctx.host_raw() if case.accel == "kvm" else None)
-    comparison = compare(case, predicted=pred.table, configured=configured, observed=observed, quirk=quirk,
-                         known=ctx.matrix.known_issues, qemu_version=version, runtime=runtime,
-                         predicted_filtered=pred.filtered, configured_filtered=qmp.filtered_features)
-    result.findings = [*comparison.findings, *extra_findings]
-    result.quirk = quirk
-    result.approximations = list(pred.approximations)
-    for a in pred.approximations:  # in the message too, so every report shows it
-        result.message = f"{result.message}; approximate: {a}" if result.message else f"approximate: {a}"
-    mode = observed_mode(observed)
-    result.words = words_of(comparison.scope, pred.table, configured, observed.get(mode) if mode else None)
-    if pred.note and outcome == "ok":
-        result.message = f"{result.message}; {pred.note}" if result.message else pred.note
-    result.approximations = list(pred.approximations)
-    write_json(workdir / "views.json", {
-        "predicted": _table_json(pred.table), "configured": _table_json(configured),
-        "filtered": _table_json(qmp.filtered_features), "predicted_filtered": _table_json(pred.filtered),
-        "observed": {m: t.to_json() for m, t in observed.items()},
-        "observed_mode": mode, "expansion": qmp.expansion, "timings_ms": qmp.timings_ms,
-        "exit_code": qmp.exit_code, **(views or {}),
-    })
     return result
+
+
+def _where(ctx: RunContext, case: Case, host: Host | None) -> tuple[HostInputs, Runner]:
+    """The model's inputs and the runner: an emulated host's, or this machine's by host and guest kind."""
+    if host is not None:
+        if host.inputs is None:
+            raise RigError(f"case {case.id}: its emulated host is not up")
+        return host.inputs, host.observe
+    return inputs_for(case.host_spec, ctx.qemu, ctx.host_inputs), runner_for(case)
+
+
+def _host_raw(ctx: RunContext, case: Case, observation: CaseObservation) -> CpuidTable | None:
+    """This machine's raw CPUID, read only for cases that may show a host quirk."""
+    return ctx.host_raw() if observation.quirks_possible and case.accel == "kvm" else None
+
+
+@contextlib.asynccontextmanager
+async def _concurrently(work: Awaitable[CaseObservation]) -> AsyncIterator[asyncio.Future[CaseObservation]]:
+    """``work`` as a task of its own; leaving the block early (an error, cancellation) cancels it and waits."""
+    task = asyncio.ensure_future(work)
+    try:
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _first(started: asyncio.Event, observing: asyncio.Future) -> None:
+    """Until ``started`` is set or the observation is over (it may fail before QEMU starts)."""
+    if started.is_set() or observing.done():
+        return
+    waiter = asyncio.ensure_future(started.wait())
+    try:
+        await asyncio.wait({waiter, observing}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 ProgressFn = Callable[[CaseResult], None]
@@ -235,21 +149,18 @@ async def run_cases(ctx: RunContext, cases: Sequence[Case], *, jobs: int,
                     on_result: ProgressFn | None = None) -> list[CaseResult]:
     """Run ``cases`` with ``jobs`` workers; every result is appended to the run directory as it finishes.
 
-    Cases of one emulated host form one work item (one L1 boot, its L2 cases in turn, in a thread)."""
-    from .emulated import EmulatedGroup
-
-    queue: asyncio.Queue[Case | EmulatedGroup] = asyncio.Queue()
-    groups: dict[str, EmulatedGroup] = {}
+    Cases of one emulated host form one work item (one L1 boot, its L2 cases in turn)."""
+    queue: asyncio.Queue[Case | tuple[EmulatedHostSpec, list[Case]]] = asyncio.Queue()
+    groups: dict[str, tuple[EmulatedHostSpec, list[Case]]] = {}
     for c in cases:
-        if c.host.startswith("emulated:"):
+        if isinstance(c.host_spec, EmulatedHostSpec):
             if c.host not in groups:
-                groups[c.host] = EmulatedGroup(c.host, [])
+                groups[c.host] = (c.host_spec, [])
                 queue.put_nowait(groups[c.host])
-            groups[c.host].cases.append(c)
+            groups[c.host][1].append(c)
         else:
             queue.put_nowait(c)
     results: list[CaseResult] = []
-    loop = asyncio.get_running_loop()
 
     def record(r: CaseResult) -> None:
         ctx.rundir.append(r)
@@ -257,20 +168,24 @@ async def run_cases(ctx: RunContext, cases: Sequence[Case], *, jobs: int,
         if on_result is not None:
             on_result(r)
 
-    def record_from_thread(r: CaseResult) -> None:
-        done = threading.Event()
+    async def emulated(spec: EmulatedHostSpec, group: list[Case]) -> None:
+        from .emulated import EmulatedSession, boot_failed
 
-        def call() -> None:
-            try:
-                record(r)
-            finally:
-                done.set()
-
+        t0 = time.perf_counter()
+        session = EmulatedSession(spec, ctx.rundir.path / "hosts" / str(spec).replace(":", "-"), ctx.qemu)
         try:
-            loop.call_soon_threadsafe(call)
-        except RuntimeError:  # the loop is gone (cancelled run): the case is simply not recorded
+            await session.__aenter__()
+        except RigError as e:
+            for r in boot_failed(ctx, spec, group, e, time.perf_counter() - t0):
+                record(r)
             return
-        done.wait(30)
+        try:
+            for c in group:
+                record(await run_case(ctx, c, session))
+        except BaseException:
+            await session.__aexit__(asyncio.CancelledError, None, None)
+            raise
+        await session.__aexit__(None, None, None)
 
     async def worker() -> None:
         while True:
@@ -278,8 +193,8 @@ async def run_cases(ctx: RunContext, cases: Sequence[Case], *, jobs: int,
                 item = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            if isinstance(item, EmulatedGroup):
-                await asyncio.to_thread(item.run, ctx, record_from_thread)
+            if isinstance(item, tuple):
+                await emulated(*item)
             else:
                 record(await run_case(ctx, item))
 
@@ -287,8 +202,6 @@ async def run_cases(ctx: RunContext, cases: Sequence[Case], *, jobs: int,
     try:
         await asyncio.gather(*workers)
     except BaseException:
-        for g in groups.values():
-            g.cancel()
         for w in workers:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)

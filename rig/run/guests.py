@@ -1,6 +1,6 @@
 """How a case's guest boots: which probe form on which machine, and how to read its report.
 
-The probe comes in two boot forms (rig.guest.probe_build): a PVH ELF for
+The probe comes in two boot forms (rig.images.probe): a PVH ELF for
 ``-kernel`` and a SeaBIOS boot sector.  ``microvm`` has no BIOS disk boot, so
 it takes the PVH form (protected and long mode); ``pc``/``q35`` boot the boot
 sector, which also reports real mode.  A machine can be forced to a form with a
@@ -15,15 +15,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..caseaxes import (
+    BootForm,
+    CaseSpecError,
+    GuestKind,
+    MachineSpec,
+    parse_machine,
+)
 from ..errors import RigError
-from ..guest.probe_build import ProbeArtifacts
 from ..guest.protocol import ProbeProtocolError, ProbeReport, parse_transcript
+from ..images.probe import ProbeArtifacts
 from ..qemu.launcher import ProbeVerdict
 
-FORMS = ("pvh", "bootsector", "qboot")
+FORMS = tuple(f.value for f in BootForm)
 #: the firmware image of the qboot form (qemu-system-data ships it next to SeaBIOS)
 QBOOT = "qboot.rom"
-RUNNABLE_GUESTS = ("probe", "linux", "ssh")
+RUNNABLE_GUESTS = tuple(k.value for k in GuestKind)
 
 
 class GuestError(RigError):
@@ -45,54 +52,32 @@ class Boot:
         return p
 
 
-def split_machine(machine: str) -> tuple[str, str]:
+def _machine(machine: str | MachineSpec) -> MachineSpec:
+    if isinstance(machine, MachineSpec):
+        return machine
+    try:
+        return parse_machine(machine)
+    except CaseSpecError as e:
+        raise GuestError(str(e)) from None
+
+
+def split_machine(machine: str | MachineSpec) -> tuple[str, str]:
     """``"q35+pvh"`` -> ("q35", "pvh"); ``"microvm"`` -> ("microvm", "pvh"); ``"pc"`` -> ("pc", "bootsector")."""
-    base, _, forced = machine.partition("+")
-    if forced:
-        if forced not in FORMS:
-            raise GuestError(f"machine {machine!r}: unknown probe form {forced!r} (expected one of: {', '.join(FORMS)})")
-        return base, forced
-    return base, ("pvh" if base.startswith("microvm") else "bootsector")
+    m = _machine(machine)
+    return m.base, m.form.value
 
 
-def probe_boot(machine: str, probe: ProbeArtifacts) -> Boot:
-    base, form = split_machine(machine)
-    if form == "pvh":
-        return Boot(base, form, kernel=probe.pvh)
-    if form == "qboot":
-        if base.startswith("microvm"):
-            raise GuestError(f"machine {machine!r}: microvm has its own minimal firmware; use plain microvm")
-        return Boot(base, "pvh", kernel=probe.pvh, bios=QBOOT)
-    if base.startswith("microvm"):
-        raise GuestError(f"machine {machine!r}: microvm has no BIOS disk boot; use the pvh form")
-    return Boot(base, form, drive=probe.bootsector)
-
-
-def guest_kind(guest: str) -> tuple[str, str | None]:
-    """``"linux@6.1"`` -> ("linux", "6.1"); ``"probe"`` -> ("probe", None)."""
-    kind, sep, arg = guest.partition("@")
-    return kind, (arg if sep else None)
-
-
-def check_guest(guest: str, machine: str | None = None, host: str = "native") -> None:
-    kind, arg = guest_kind(guest)
-    if host.startswith("emulated:") and kind != "probe":
-        raise GuestError(f"guest {guest!r} on host {host!r}: emulated hosts run the probe as their L2 guests only",
-                         hint="use guests = [\"probe\"] for emulated hosts")
-    if kind not in RUNNABLE_GUESTS:
-        raise GuestError(f"guest {guest!r} cannot be run by `rig run` yet (runnable: {', '.join(RUNNABLE_GUESTS)})",
-                         hint="use guests = [\"probe\"], [\"linux\"] or [\"ssh\"] in the matrix")
-    if arg is not None and kind != "linux":
-        raise GuestError(f"guest {guest!r}: only the linux guest takes an argument (linux@KERNEL, e.g. linux@6.1)")
-    guest = kind
-    if guest == "linux" and machine is not None:
-        from .linux_case import check_linux_machine
-
-        check_linux_machine(machine)
-    if guest == "ssh" and machine is not None:
-        from .ssh_case import check_ssh_machine
-
-        check_ssh_machine(machine)
+def probe_boot(machine: str | MachineSpec, probe: ProbeArtifacts) -> Boot:
+    m = _machine(machine)
+    if m.form == BootForm.PVH:
+        return Boot(m.base, "pvh", kernel=probe.pvh)
+    if m.form == BootForm.QBOOT:
+        if m.is_microvm:
+            raise GuestError(f"machine {m}: microvm has its own minimal firmware; use plain microvm")
+        return Boot(m.base, "pvh", kernel=probe.pvh, bios=QBOOT)
+    if m.is_microvm:
+        raise GuestError(f"machine {m}: microvm has no BIOS disk boot; use the pvh form")
+    return Boot(m.base, m.form.value, drive=probe.bootsector)
 
 
 class ProbeReader:

@@ -6,7 +6,7 @@ kernel) is built once per run before any case starts
 through :func:`rig.guest.linux_run.boot_linux_async` (the same launcher as the
 probe: QMP ``feature-words``/expansion, timeout, process-group cleanup,
 artifacts ``cmdline.txt``, ``serial.log``, ``qmp.jsonl``, ``stderr.log``);
-:func:`rig.run.userview.os_guest_result` compares and writes ``views.json``.
+:func:`rig.run.assemble.assemble` compares and writes ``views.json``.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..caseaxes import GuestKind, parse_guest
 from ..errors import RigError
 from ..guest.linux_run import LinuxBootError, boot_linux_async, linux_command, machine_boot
 from ..images.linux import LinuxImage, build_linux_image, load_recipe
-from ..matrix.model import Case
-from .result import CaseResult
-from .userview import OsObservation, os_guest_result
+from ..results import Case
+from .observation import CaseObservation, OsObservation, from_launch
 
 if TYPE_CHECKING:
-    from .execute import RunContext
+    from .context import RunContext
 
 GUEST = "linux"
 
@@ -48,8 +48,7 @@ def say_stderr(text: str) -> None:
 
 def linux_kernel(guest: str) -> str | None:
     """The kernel request of a ``linux@KERNEL`` guest (None: the recipe's default kernel)."""
-    kind, sep, kernel = guest.partition("@")
-    return kernel if sep else None
+    return parse_guest(guest).kernel
 
 
 def prepare_linux_image(ctx: RunContext, kernel: str | None = None,
@@ -77,18 +76,20 @@ def prepare_linux_image(ctx: RunContext, kernel: str | None = None,
 
 def prepare_linux_images(ctx: RunContext, cases: Iterable[Case], say: Callable[[str], None] | None = say_stderr) -> None:
     """Every linux image the cases need, before the first case starts."""
-    for guest in sorted({c.guest for c in cases if c.guest.partition("@")[0] == GUEST}):
-        prepare_linux_image(ctx, linux_kernel(guest), say)
+    kernels = {c.guest_spec.kernel for c in cases if c.guest_spec.kind == GuestKind.LINUX}
+    for kernel in sorted(kernels, key=lambda k: k or ""):
+        prepare_linux_image(ctx, kernel, say)
 
 
-async def run_linux_case(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
-    kernel = linux_kernel(case.guest)
+async def observe_linux(ctx: RunContext, case: Case, workdir: Path, started: asyncio.Event) -> CaseObservation:
+    kernel = case.guest_spec.kernel
     img = ctx.guest_images.get(GUEST if kernel is None else f"{GUEST}@{kernel}")
     if img is None:  # a caller that did not prepare the run (e.g. one case under pytest)
         img = await asyncio.to_thread(prepare_linux_image, ctx, kernel)
     binary = ctx.binary(case.qemu)
     cmd = linux_command(img, cpu=case.cpu_arg, accel=case.accel, machine=case.machine, binary=str(binary.path),
                         firmware_dir=binary.firmware_dir)
+    started.set()  # a boot takes seconds: the prediction need not wait for QEMU's start
     run = await boot_linux_async(img, cpu=case.cpu_arg, workdir=workdir, timeout=case.timeout, case=case.id,
                                  command=cmd)
     obs = run.observation
@@ -101,5 +102,7 @@ async def run_linux_case(ctx: RunContext, case: Case, workdir: Path) -> CaseResu
     rep = run.report
     guest = OsObservation(img.release, None) if rep is None else OsObservation(
         rep.release, rep.table, rep.probe.runtime, rep.flags, rep.bugs, rep.vulnerabilities)
-    return os_guest_result(ctx, case, workdir, binary, obs, outcome=obs.outcome, message=message, guest=guest,
-                           views={"form": "linux", "image": str(img.directory)})
+    result = from_launch(obs, ".".join(map(str, binary.version)), os=guest,
+                         quirks_possible=case.accel == "kvm", views={"form": "linux", "image": str(img.directory)})
+    result.message = message
+    return result

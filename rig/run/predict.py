@@ -1,59 +1,73 @@
-"""The predicted view of a case, from the QEMU CPU-model layer model (:mod:`rig.qemu.casepredict`).
+"""The predicted view of a case: the QEMU CPU-model layer model (rig.qemu.model) on the host's inputs.
 
-When the model cannot predict a case (e.g. a model it does not know) the
-prediction is ``None`` and the comparison has two views (configured and
-observed); the result says why in ``prediction_note``.  A prediction that rests
-on an input that is not the case's own (another QEMU series' facts, a machine
-type without data) carries one sentence per such input in ``approximations``;
-the case's verdict is then ``approximate`` where it would have been ``pass``.
+The one adapter between a run and the model: :class:`Predictor` takes a case and its
+host's inputs (:mod:`rig.run.hosts`: QEMU facts, and for ``-accel kvm`` KVM's supported
+table and the host's raw CPUID) and asks :func:`rig.qemu.model.predict_guest`.  A case
+the model cannot predict (e.g. a CPU model it does not know) gets no table and a note
+saying why; the comparison then has two views (configured and observed).
 
-`rig run` asks for a case's prediction while that case's QEMU starts up
-(:attr:`rig.qemu.launcher.LaunchSpec.on_started`), before QEMU has answered
-anything: ``expansion`` is then None.  The model must not need QEMU's answers
-(a prediction made from them would be a copy of what it is compared with).
+The model never sees QEMU's answers for the case (a prediction made from them would be a
+copy of what it is compared with), so ``rig run`` predicts while the case's QEMU starts
+up (rig.run.execute.run_case).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
-from ..matrix.model import Case
-from ..qemu.casepredict import case_approximations, kvm_approximations, predict_case_full
+from ..qemu.model import predict_guest
+from ..results import Case
+from .hosts import HostInputs, KvmInputs
 
-#: fn(case, qemu_version, expansion) -> CpuidTable | None
+#: a replacement model for tests: fn(case, qemu_version, expansion) -> CpuidTable | None
 PredictFn = Callable[[Case, str, dict | None], CpuidTable | None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prediction:
     table: CpuidTable | None
     note: str = ""
     #: the predicted QMP ``filtered-features`` (None when the model does not say)
     filtered: CpuidTable | None = None
-    #: what the prediction rests on that is not the case's own input, and how to get the exact one
+    #: approximate inputs the prediction rests on, one sentence each (what was used, how to get the exact one)
     approximations: tuple[str, ...] = ()
+    #: the KVM policy model's supported table (emulated hosts: compared with L1's measured one, view "kvm")
+    kvm_supported: CpuidTable | None = None
 
 
 class Predictor:
-    """One per run.  ``fn``: a table-only model (tests); default: the QEMU layer model."""
+    """One per run (``fn``: a replacement model, for tests)."""
 
     def __init__(self, fn: PredictFn | None = None) -> None:
         self._fn = fn
 
-    @property
-    def available(self) -> bool:
-        return True
-
-    def __call__(self, case: Case, qemu_version: str, expansion: dict[str, Any] | None) -> Prediction:
+    def __call__(self, case: Case, inputs: HostInputs) -> Prediction:
+        kvm: KvmInputs | None = None
         try:
+            if case.accel == "kvm":
+                kvm = inputs.kvm()
             if self._fn is not None:
-                return Prediction(self._fn(case, qemu_version, expansion))
-            p = predict_case_full(case)
-            return Prediction(p.with_levels(), filtered=p.filtered,
-                              approximations=(*p.approximations, *kvm_approximations(case)))
+                return Prediction(self._fn(case, "", None))
+            p = predict_guest(inputs.facts(case), case.cpu_arg, case.accel, case.machine_spec.base,
+                              kvm.supported if kvm else None, host_raw=kvm.raw if kvm else None)
+            return Prediction(p.with_levels(), filtered=p.filtered, note=kvm.note if kvm else "",
+                              approximations=(*p.approximations, *(kvm.approximations if kvm else ())),
+                              kvm_supported=kvm.predicted_supported if kvm else None)
         except RigError as e:
-            return Prediction(None, f"no prediction: {e}", approximations=tuple(case_approximations(case)))
+            return Prediction(None, f"no prediction: {e}",
+                              approximations=(*_qemu_approximations(case, inputs), *(kvm.approximations if kvm else ())),
+                              kvm_supported=kvm.predicted_supported if kvm else None)
+
+
+def _qemu_approximations(case: Case, inputs: HostInputs) -> tuple[str, ...]:
+    """What a prediction of ``case`` would rest on that is not its own input (another QEMU series' facts),
+    also when the model could not predict it (e.g. a feature the nearest series lacks)."""
+    from ..qemu.facts import version_data
+
+    try:
+        return tuple(version_data(inputs.facts(case).version).approximations())
+    except RigError:
+        return ()

@@ -39,8 +39,8 @@ class _Runs:
         self.written: list[Path] = []
 
     def context(self, matrix):
-        from ..guest.probe_build import build_probe
-        from .execute import RunContext
+        from ..images.probe import build_probe
+        from .context import RunContext
         from .rundir import RunDir, RunInfo
 
         key = str(matrix.path)

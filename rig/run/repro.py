@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..caseaxes import GuestKind, SimulatedHost
 from ..errors import RigError
 from ..images.cache import cache_root
 from ..outfile import output_directory, write_output
 from ..qemu.cmdline import DEBUG_EXIT_IOBASE, DEBUG_EXIT_IOSIZE, EXIT_PROBE_OK
-from .result import CaseResult
+from ..results import CaseResult
 from .rundir import RunDir
 
 
@@ -175,7 +176,7 @@ def _readme(r: CaseResult, run_path: Path) -> str:
 def write_repro(run: RunDir, case_id: str, out: Path | None = None) -> Repro:
     results = run.results()
     r = find_case(results, case_id, run.path)
-    if r.case.host.startswith("simulate"):
+    if isinstance(r.case.host_spec, SimulatedHost):
         raise ReproError(f"case {r.id} is simulated (no QEMU ran); nothing to reproduce with QEMU")
     argv = _argv(run.path, r)
     views_path = run.path / r.artifacts / "views.json"
@@ -183,13 +184,13 @@ def write_repro(run: RunDir, case_id: str, out: Path | None = None) -> Repro:
         views = json.loads(views_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ReproError(f"{views_path}: cannot read ({e})") from None
-    guest = str(views.get("guest", "probe")).partition("@")[0]  # linux@KERNEL is the linux guest
-    if guest == "ssh":
+    guest = r.case.guest_spec.kind
+    if guest == GuestKind.SSH:
         raise ReproError(f"case {r.id} boots the ssh guest's disk image, which a reproducer does not copy",
                          hint=f"boot the same guest with: rig ssh --cpu {shlex.quote(r.case.cpu_arg)} "
                               f"--machine {r.case.machine} --accel {r.case.accel}")
     initrd = None
-    if guest == "linux":  # the linux guest: the kernel and initramfs the command line names
+    if guest == GuestKind.LINUX:  # the linux guest: the kernel and initramfs the command line names
         src = Path(argv[argv.index("-kernel") + 1]) if "-kernel" in argv else Path(views["image"])
         initrd = Path(argv[argv.index("-initrd") + 1]) if "-initrd" in argv else None
     else:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import RigError
 from ..images.cache import cache_root
-from .result import CaseResult
+from ..results import CaseResult
 
 RUN_FORMAT = "rig-run/1"
 

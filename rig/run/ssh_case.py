@@ -15,7 +15,7 @@ before any case (:func:`prepare_ssh_image`).  A case:
    synchronous, in a thread; ``cmdline.txt``, ``serial.log``, ``stderr.log``),
    runs the user-mode probe, reads ``/proc/cpuinfo``, the vulnerabilities and
    the instruction checks (``insncheck``);
-3. compares like the linux guest (:func:`rig.run.userview.os_guest_result`).
+3. compares like the linux guest (:func:`rig.run.assemble.assemble`).
    An instruction that is advertised (and enabled by the guest kernel) but
    faults is a finding of view ``insn`` (classified like a guest-view
    difference: ``qemu-behaviour`` under TCG, ``kvm-behaviour`` under KVM);
@@ -39,20 +39,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..compare.known import case_fields, match_finding
-from ..compare.threeway import Finding, IssueRef
 from ..cpuid.table import Location
 from ..errors import RigError
 from ..guest import ssh as sshmod
 from ..guest.ssh import SshGuest, SshObservation
-from ..matrix.model import Case, KnownIssue
+from ..matrix.model import KnownIssue
 from ..qemu.cmdline import QemuCommand
 from ..qemu.launcher import LaunchSpec, launch
-from .result import CaseResult
-from .userview import OsObservation, os_guest_result
+from ..results import Case, Finding, IssueRef, Outcome
+from .observation import CaseObservation, OsObservation, from_launch
 
 if TYPE_CHECKING:
     from ..images.ssh import SshImage
-    from .execute import RunContext
+    from .context import RunContext
 
 GUEST = "ssh"
 
@@ -149,23 +148,27 @@ def insn_findings(obs: SshObservation, case: Case, qemu_version: str, known: Ite
     return out
 
 
-async def run_ssh_case(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
+async def observe_ssh(ctx: RunContext, case: Case, workdir: Path, started: asyncio.Event) -> CaseObservation:
     img = ctx.guest_images.get(GUEST)
     if img is None:  # a caller that did not prepare the run (e.g. one case under pytest)
         img = await asyncio.to_thread(prepare_ssh_image, ctx)
     binary = ctx.binary(case.qemu)
+    version = ".".join(map(str, binary.version))
     cmd = QemuCommand(binary=str(binary.path), machine=case.machine, accel=case.accel, cpu=case.cpu_arg,
                       firmware_dir=binary.firmware_dir)
     qdir = workdir / "qmp-query"
+    started.set()  # a boot takes seconds: the prediction need not wait for QEMU's start
     qmp = await launch(LaunchSpec(cmd, case.id, qdir, timeout=min(case.timeout, 30.0), query_only=True))
     for name, dest in (("qmp.jsonl", "qmp.jsonl"), ("cmdline.txt", "cmdline-qmp.txt"), ("stderr.log", "stderr-qmp.log")):
         if (qdir / name).exists():
             (qdir / name).replace(workdir / dest)
     shutil.rmtree(qdir, ignore_errors=True)
     views: dict[str, Any] = {"form": "ssh", "image": str(img.dir)}
+    nothing = OsObservation("", None)
     if not qmp.ok:
-        return os_guest_result(ctx, case, workdir, binary, qmp, outcome=qmp.outcome,
-                               message=f"QMP query launch: {qmp.message}", guest=OsObservation("", None), views=views)
+        out = from_launch(qmp, version, os=nothing, quirks_possible=case.accel == "kvm", views=views)
+        out.message = f"QMP query launch: {qmp.message}"
+        return out
     guest = _TrackedGuest(img)
     task = asyncio.ensure_future(asyncio.to_thread(guest.run_case, cmd, workdir=workdir, boot_timeout=case.timeout))
     try:
@@ -177,8 +180,9 @@ async def run_ssh_case(ctx: RunContext, case: Case, workdir: Path) -> CaseResult
         await asyncio.gather(task, return_exceptions=True)
         raise
     except sshmod.SshGuestError as e:
-        return os_guest_result(ctx, case, workdir, binary, qmp, outcome=outcome_of(e), message=str(e),
-                               guest=OsObservation("", None), views=views)
+        out = from_launch(qmp, version, os=nothing, quirks_possible=case.accel == "kvm", views=views)
+        out.outcome, out.message = Outcome(outcome_of(e)), str(e)
+        return out
     user = obs.probe.tables.get("user")
     views["ssh"] = {"boot_to_login_s": round(obs.boot_to_login_s, 2), "timings_s": obs.to_json()["timings_s"],
                     "kernel_messages": list(obs.kernel_messages), "insncheck": obs.insncheck.to_json()}
@@ -188,6 +192,7 @@ async def run_ssh_case(ctx: RunContext, case: Case, workdir: Path) -> CaseResult
     hidden = [r.feature for r in obs.insncheck.hidden_but_works]
     if hidden:
         message += "; runs although hidden: " + " ".join(hidden)
-    return os_guest_result(ctx, case, workdir, binary, qmp, outcome="ok", message=message, guest=guest_obs,
-                           extra_findings=insn_findings(obs, case, ".".join(map(str, binary.version)), ctx.matrix.known_issues),
-                           views=views)
+    out = from_launch(qmp, version, os=guest_obs, quirks_possible=case.accel == "kvm", views=views,
+                      extra_findings=insn_findings(obs, case, version, ctx.matrix.known_issues))
+    out.outcome, out.message = Outcome.OK, message
+    return out

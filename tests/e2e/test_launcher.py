@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.guest.probe_build import build_probe
+from rig.images.probe import build_probe
 from rig.qemu.cmdline import QemuCommand
 from rig.qemu.launcher import LaunchSpec, launch
 from rig.run.guests import ProbeReader

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from rig.guest.probe_build import build_probe
+from rig.images.probe import build_probe
 from rig.qemu import qmp
 from rig.qemu.cmdline import QemuCommand
 from rig.qemu.launcher import LaunchSpec, launch

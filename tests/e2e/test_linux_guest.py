@@ -15,12 +15,12 @@ import pytest
 
 from rig.cpuid.catalogue import catalogue
 from rig.guest.linux_run import boot_linux
-from rig.guest.probe_build import build_probe
 from rig.guest.probe_run import run_probe
 from rig.guest.quirks import mismatching_words
 from rig.images import initramfs as ir
 from rig.images.kernel import release_series
 from rig.images.linux import build_linux_image, cached_images
+from rig.images.probe import build_probe
 
 pytestmark = pytest.mark.e2e
 

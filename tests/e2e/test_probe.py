@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from rig.cpuid.table import REGISTERS, CpuidTable
-from rig.guest.probe_build import build_probe
 from rig.guest.probe_run import run_probe
 from rig.guest.quirks import detect_host_quirk
+from rig.images.probe import build_probe
 
 pytestmark = pytest.mark.e2e
 

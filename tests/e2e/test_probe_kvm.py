@@ -20,10 +20,10 @@ import os
 import pytest
 
 from rig.cpuid.enumeration import enumerate_cpuid
-from rig.guest.probe_build import build_probe
 from rig.guest.probe_run import run_probe
 from rig.guest.quirks import QUIRK_CPUID_NOT_APPLIED, check_qmp, detect_host_quirk, mismatching_words
 from rig.host.cpuid_exec import CpuidExecutor
+from rig.images.probe import build_probe
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,9 @@ import subprocess
 import pytest
 
 from rig.cpuid.enumeration import enumerate_cpuid
-from rig.guest.probe_build import build_probe
 from rig.guest.protocol import parse_transcript
 from rig.host.cpuid_exec import CpuidExecutor
+from rig.images.probe import build_probe
 
 pytestmark = pytest.mark.e2e
 

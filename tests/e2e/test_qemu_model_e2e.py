@@ -137,8 +137,8 @@ def test_kvm_predictions_from_measured_supported_table(qemu72: QemuBinary) -> No
     """Native KVM: the model on this machine's measured KVM_GET_SUPPORTED_CPUID (+ QEMU's fix-ups,
     KVM default properties, host vendor, microvm's split irqchip) == QMP feature-words under -accel kvm."""
     from rig.host.kvm import KvmError, read_kvm_cpuid
-    from rig.matrix.model import Case
     from rig.qemu.casepredict import predict_case_full
+    from rig.results import Case
 
     try:
         read_kvm_cpuid()

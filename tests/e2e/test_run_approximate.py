@@ -46,8 +46,7 @@ hosts = ["simulate:{prof}@6.14", "simulate:{prof}@7.3"]
 
 def test_the_sentence_is_in_the_message_too():
     """Reports that show only a case's message (TAP, JUnit <skipped> messages) still carry the approximation."""
-    from rig.matrix.model import Case
-    from rig.run.result import CaseResult, judge
+    from rig.results import Case, CaseResult, judge
 
     c = Case("simulate:p.json@6.14", "system", "kvm", "microvm", "EPYC-Rome", "default", ())
     r = judge(CaseResult(c, "simulated", message="prediction only", approximations=["KVM policy: S"]), ())

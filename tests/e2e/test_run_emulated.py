@@ -9,7 +9,8 @@ import pytest
 
 from rig.matrix.expand import expand
 from rig.matrix.load import load_matrix
-from rig.run.execute import RunContext, run_cases
+from rig.run.context import RunContext
+from rig.run.execute import run_cases
 from rig.run.rundir import RunDir, RunInfo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -32,7 +33,7 @@ def test_emulated_host_cases(tmp_path, qemu_binary):
     m.write_text(MATRIX)
     matrix = load_matrix(m)
     cases = expand(matrix)
-    from rig.guest.probe_build import build_probe
+    from rig.images.probe import build_probe
 
     rd = RunDir.create(tmp_path / "run", matrix.name)
     rd.write_info(RunInfo(matrix=str(m), matrix_name=matrix.name, started_at="", argv=["pytest"]))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.qemu.launcher import runtime_base
+from rig.qemu.runtime_dir import runtime_base
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,6 @@ import pytest
 
 from rig.compare.normalise import normalise
 from rig.cpuid.table import CpuidTable
-from rig.guest.probe_build import build_probe
 from rig.guest.protocol import parse_transcript
 from rig.guest.ssh import (
     SshAuthError,
@@ -33,6 +32,7 @@ from rig.guest.ssh import (
     load_private_key,
 )
 from rig.images import cache
+from rig.images.probe import build_probe
 from rig.images.ssh import SshImageRecipe, _ed25519_keypair, build_default_ssh_image
 from rig.qemu.cmdline import EXIT_PROBE_OK, QemuCommand
 
@@ -145,7 +145,7 @@ def test_command_timeout_is_clear_and_the_session_survives(skylake):
 
 def test_upload_and_run_a_tool(skylake):
     # The path user images take: tools are copied in over the SSH channel.
-    from rig.guest.insncheck_build import build_insncheck
+    from rig.images.insncheck import build_insncheck
 
     skylake.upload(build_insncheck().read_bytes(), "/tmp/rig-tools/insncheck")
     out = skylake.run("/tmp/rig-tools/insncheck sse3").stdout

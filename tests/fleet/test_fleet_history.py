@@ -13,12 +13,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet_helpers import rig  # noqa: E402
 
-from rig.compare.threeway import Finding  # noqa: E402
 from rig.cpuid.table import Location  # noqa: E402
 from rig.fleet.runner import CaseResult  # noqa: E402
 from rig.fleet.store import FleetStore, Nightly  # noqa: E402
-from rig.matrix.model import DEFAULT_FAIL_ON, Case  # noqa: E402
-from rig.run.result import judge  # noqa: E402
+from rig.results import (  # noqa: E402
+    DEFAULT_FAIL_ON,
+    Case,
+    Finding,  # noqa: E402
+    judge,  # noqa: E402
+)
 
 pytestmark = pytest.mark.fleet
 CASE = Case("native", "system", "kvm", "microvm", "EPYC-Milan")

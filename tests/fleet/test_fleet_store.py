@@ -8,7 +8,7 @@ import pytest
 
 from rig.fleet.runner import CaseResult
 from rig.fleet.store import LEASE_STALE_S, FleetStore, Nightly
-from rig.matrix.model import Case
+from rig.results import Case
 
 pytestmark = pytest.mark.fleet
 CASES = [Case("native", "system", "tcg", "microvm", m) for m in ("qemu64", "EPYC-Rome", "Skylake-Server")]

@@ -7,7 +7,6 @@ import sqlite3
 
 import pytest
 
-from rig.compare.threeway import IssueRef
 from rig.errors import RigError
 from rig.fleet.hostclass import PORTABLE_QUEUE, check_name, is_portable, queue_for, this_host
 from rig.fleet.runner import CaseResult
@@ -15,8 +14,8 @@ from rig.fleet.submit import plan_nightly
 from rig.history.db import History
 from rig.history.engine import parse_location
 from rig.history.schema import SCHEMA_VERSION
-from rig.matrix.model import Case
 from rig.report.kcidb import case_from_result, kcidb_document, status_of
+from rig.results import Case, IssueRef
 
 pytestmark = pytest.mark.fleet
 

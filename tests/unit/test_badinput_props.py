@@ -621,8 +621,8 @@ K_EXPRS = ["EPYC and not kvm", "(q35 or pc) and tcg", "not (max or host)", "no-a
 @fuzz(150)
 @given(st.one_of(near(K_EXPRS), st.text(alphabet="() andortx", max_size=60)))
 def test_k_expression(fuzz_tally, text):
-    from rig.matrix.model import Case
     from rig.matrix.select import parse_k
+    from rig.results import Case
 
     pred = parses_or_rig_error(fuzz_tally, "-k EXPR (parse_k)", parse_k, text)
     if not isinstance(pred, RigError):
@@ -722,8 +722,8 @@ def test_found_policy_variant_crashes(tmp_path, monkeypatch, capsys, change, mes
 
 def test_k_nesting_is_bounded():
     """5000 parentheses overflowed Python's stack (RecursionError); 5000 `not`s are a loop, not recursion."""
-    from rig.matrix.model import Case
     from rig.matrix.select import SelectError, parse_k
+    from rig.results import Case
 
     with pytest.raises(SelectError, match="nested too deeply"):
         parse_k("(" * 5000 + "x" + ")" * 5000)

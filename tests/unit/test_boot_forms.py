@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.guest.probe_build import ProbeArtifacts
+from rig.images.probe import ProbeArtifacts
 from rig.qemu.cmdline import QemuCommand
 from rig.run.guests import GuestError, probe_boot, split_machine
 

@@ -13,12 +13,19 @@ import pytest
 
 from rig.compare.normalise import NormaliseError, load_rules, normalise
 from rig.compare.runtime import RuntimeRuleError, check_snapshots, default_runtime_rules, load_runtime_rules
-from rig.compare.threeway import Finding, compare
+from rig.compare.threeway import Views
+from rig.compare.threeway import compare as compare_views
 from rig.cpuid.table import CpuidTable, Location, Regs
 from rig.guest.protocol import Fault, RuntimeSnapshot
-from rig.matrix.model import Case, KnownIssue
+from rig.matrix.model import KnownIssue
+from rig.results import Case, Finding
 
 X2APIC, XSAVE, OSXSAVE = 1 << 21, 1 << 26, 1 << 27
+
+
+def compare(case, *, quirk=None, known=(), qemu_version=None, **views):
+    """The views as keywords (rig.compare.threeway.Views)."""
+    return compare_views(case, Views(**views), quirk=quirk, known=known, qemu_version=qemu_version)
 
 
 def case(accel: str = "tcg") -> Case:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from rig.compare.threeway import Finding
 from rig.cpuid.table import Location
 from rig.history.db import History, HistoryError, format_diff
 from rig.history.fingerprint import HostFingerprint, current
-from rig.matrix.model import DEFAULT_FAIL_ON, Case
-from rig.run.result import CaseResult, judge
+from rig.results import DEFAULT_FAIL_ON, Case, CaseResult, Finding, judge
 
 HOST_A = HostFingerprint("node1", "AMD EPYC 7B13", "0xa0011d1", "6.1.0-28-amd64", "7.2.22")
 HOST_A_NEW_KERNEL = HostFingerprint("node1", "AMD EPYC 7B13", "0xa0011d1", "6.12.38-amd64", "7.2.22")

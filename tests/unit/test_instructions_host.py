@@ -11,10 +11,10 @@ import subprocess
 
 import pytest
 
-from rig.guest.insncheck_build import build_insncheck
 from rig.guest.instructions import classify, instruction_data, parse_insncheck
-from rig.guest.probe_build import build_probe
 from rig.guest.protocol import parse_transcript
+from rig.images.insncheck import build_insncheck
+from rig.images.probe import build_probe
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ import pytest
 
 from rig.cpuid.table import CpuidTable
 from rig.errors import RigError
-from rig.run.guests import GuestError, check_guest
+from rig.run.checks import check_guest
+from rig.run.guests import GuestError
+from rig.run.kernelview import KernelFlagRule, kernel_flag_rules, kernel_view
 from rig.run.linux_case import check_linux_machine
-from rig.run.userview import KernelFlagRule, kernel_flag_rules, kernel_view
 
 
 def _vendor(t: CpuidTable, vendor: str) -> None:
@@ -120,10 +121,11 @@ def test_ssh_failures_map_to_outcomes():
 
 
 def test_guest_arguments():
-    from rig.run.guests import guest_kind
+    from rig.caseaxes import GuestKind, GuestSpec, parse_guest
     from rig.run.linux_case import linux_kernel
 
-    assert guest_kind("linux@6.1") == ("linux", "6.1") and guest_kind("probe") == ("probe", None)
+    assert parse_guest("linux@6.1") == GuestSpec(GuestKind.LINUX, "6.1")
+    assert parse_guest("probe") == GuestSpec(GuestKind.PROBE, None)
     assert linux_kernel("linux@7.3") == "7.3" and linux_kernel("linux") is None
     check_guest("linux@6.12", "microvm")
     with pytest.raises(GuestError, match="only the linux guest takes an argument"):

@@ -8,9 +8,9 @@ import pytest
 
 from rig.matrix.expand import expand
 from rig.matrix.load import MatrixError, load_matrix
-from rig.matrix.model import Case
 from rig.matrix.qemu_source import QemuModels
 from rig.matrix.select import SelectError, parse_k, parse_shard, select
+from rig.results import Case
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -91,8 +91,9 @@ def test_vgif_parameter_on_max():
 
 def test_emulated_run_cases_on_a_stand_in_policy_are_marked_approximate():
     """rig run on emulated:EPYC-Milan@6.16: the KVM-layer comparison uses the 6.16 stand-in, so the case says so."""
-    from rig.run.emulated import kvm_approximations
+    from rig.run.hosts import kvm_policy_prediction
 
-    (a,) = kvm_approximations(HostProfile.load(DATA / "EPYC-Milan@6.16.json"))
+    table, note, (a,) = kvm_policy_prediction(HostProfile.load(DATA / "EPYC-Milan@6.16.json"))
+    assert table is not None and not note
     assert "linux-6.16" in a and "linux-6.17" in a and "HAND-WRITTEN" in a
-    assert kvm_approximations(HostProfile.load(DATA / "EPYC-Milan@6.18.json")) == []
+    assert kvm_policy_prediction(HostProfile.load(DATA / "EPYC-Milan@6.18.json"))[2] == ()

@@ -6,13 +6,11 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-from rig.compare.threeway import Finding, IssueRef
 from rig.cpuid.table import Location
-from rig.matrix.model import DEFAULT_FAIL_ON, Case
 from rig.report.html import html_report
 from rig.report.junit import junit_xml
 from rig.report.write import write_reports
-from rig.run.result import CaseResult, judge
+from rig.results import DEFAULT_FAIL_ON, Case, CaseResult, Finding, IssueRef, judge
 from rig.run.rundir import RunDir, RunInfo
 
 

@@ -11,14 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rig.compare.threeway import Finding
 from rig.cpuid.table import Location
 from rig.history.db import History
 from rig.history.fingerprint import HostFingerprint
-from rig.matrix.model import DEFAULT_FAIL_ON, Case
 from rig.report.trends import write_trends
 from rig.report.write import write_reports
-from rig.run.result import CaseResult, judge
+from rig.results import DEFAULT_FAIL_ON, Case, CaseResult, Finding, judge
 from rig.run.rundir import RunDir, RunInfo
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,11 +7,9 @@ import json
 
 import pytest
 
-from rig.compare.threeway import Finding, IssueRef
 from rig.cpuid.table import Location
-from rig.matrix.model import DEFAULT_FAIL_ON, Case
+from rig.results import DEFAULT_FAIL_ON, Case, CaseResult, Finding, IssueRef, judge
 from rig.run.progress import Progress
-from rig.run.result import CaseResult, judge
 from rig.run.rundir import RunDir, RunDirError
 
 
@@ -109,7 +107,7 @@ def test_approximate_prediction_verdict_and_round_trip():
     said = "QEMU 11.1 has no CPU-model facts: modelled with those of QEMU 10.2 (...)"
     r = judge(CaseResult(case(), "ok", approximations=[said]), DEFAULT_FAIL_ON)
     assert r.verdict == "approximate"
-    assert CaseResult.from_json(json.loads(json.dumps(r.to_json()))).approximations == [said]
+    assert CaseResult.from_json(json.loads(json.dumps(r.to_json()))).approximations == (said,)
     bad = judge(CaseResult(case(), "ok", findings=[finding("model-gap")], approximations=[said]), DEFAULT_FAIL_ON)
     assert bad.verdict == "fail"
     assert judge(CaseResult(case(), "ok"), DEFAULT_FAIL_ON).verdict == "pass"

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from rig.qemu.launcher import sweep_stale_runtime_dirs
+from rig.qemu.runtime_dir import sweep_stale_runtime_dirs
 
 
 def _dead_pid() -> int:

@@ -6,11 +6,9 @@ import json
 
 import pytest
 
-from rig.compare.threeway import Finding, IssueRef
 from rig.cpuid.table import Location
-from rig.matrix.model import DEFAULT_FAIL_ON, Case
 from rig.report.tap import tap_report
-from rig.run.result import CaseResult, judge
+from rig.results import DEFAULT_FAIL_ON, Case, CaseResult, Finding, IssueRef, judge
 
 tap_parser = pytest.importorskip("tap.parser", reason="tap.py is in the test extra (pip install 'tap.py[yaml]')")
 if not tap_parser.ENABLE_VERSION_13:

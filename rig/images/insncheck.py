@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import RigError
-from ..images import cache
+from . import cache
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "guests" / "insncheck"
 CFLAGS = ("-static", "-O1", "-Wall", "-Wextra", "-Werror")

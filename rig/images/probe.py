@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RigError
-from ..images import cache
+from . import cache
 
 #: source files that make up the probe (everything else in the folder is docs)
 SOURCE_SUFFIXES = (".c", ".h", ".S", ".ld")

@@ -1,9 +1,8 @@
-"""Cases whose guest is an operating system (``linux``, ``ssh``): the user-mode CPUID view and the kernel's.
+"""The kernel's view of an OS guest (linux, ssh): its /proc/cpuinfo flags against the CPUID bits its user mode read.
 
-Both guests run the user-mode probe under a Linux kernel.  :func:`os_guest_result`
-turns what they saw into the same :class:`rig.run.result.CaseResult` as a
-probe case: predicted (QEMU model), configured (QMP) and observed = the probe's
-``user`` table, compared by :func:`rig.compare.threeway.compare`.  The runtime
+Both guests run the user-mode probe under a Linux kernel; :func:`rig.run.assemble.assemble`
+compares what they saw like a probe case: predicted (QEMU model), configured (QMP) and
+observed = the probe's ``user`` table.  The runtime
 bits the guest kernel sets (OSXSAVE, OSPKE) follow their rules in
 ``rig/compare/data/runtime.toml`` (mode ``user`` = "follows"); the
 XCR0-dependent 0xD sizes are volatile (``rig/compare/data/volatile.toml``).
@@ -21,21 +20,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..compare.threeway import Finding
 from ..cpuid.catalogue import catalogue
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
-from ..matrix.model import Case
-from ..qemu.binaries import QemuBinary
-from ..qemu.launcher import Observation
-from .result import CaseResult
-
-if TYPE_CHECKING:
-    from .execute import RunContext
-
 
 # ------------------------------------------------------------------ the kernel's view
 
@@ -113,45 +102,3 @@ def kernel_view_note(view: Mapping[str, Any] | None) -> str:
     if view["cpuinfo_only"]:
         parts.append("/proc/cpuinfo flag without CPUID bit: " + " ".join(view["cpuinfo_only"]))
     return "kernel view: " + "; ".join(parts) if parts else ""
-
-
-# ------------------------------------------------------------------ one case
-
-
-@dataclass
-class OsObservation:
-    """What an OS guest reported (None fields: it did not report)."""
-
-    release: str
-    user: CpuidTable | None
-    runtime: Mapping[str, Iterable[Any]] | None = None
-    cpuinfo_flags: list[str] | None = None
-    cpuinfo_bugs: list[str] | None = None
-    vulnerabilities: dict[str, str] | None = None
-
-
-def _join(a: str, b: str) -> str:
-    return f"{a}; {b}" if a and b else a or b
-
-
-def os_guest_result(ctx: RunContext, case: Case, workdir: Path, binary: QemuBinary, qmp: Observation, *,
-                    outcome: str, message: str, guest: OsObservation, extra_findings: Iterable[Finding] = (),
-                    views: Mapping[str, Any] | None = None) -> CaseResult:
-    """The case's result and ``views.json`` from QMP (``qmp``: feature-words, expansion) and the guest's report
-    (:func:`rig.run.execute.case_result`, observed = the ``user`` table, plus the kernel's view)."""
-    from .execute import case_result
-
-    observed = {"user": guest.user} if guest.user is not None and outcome == "ok" else {}
-    kview = kernel_view(guest.user, guest.cpuinfo_flags) if observed and guest.cpuinfo_flags is not None else None
-    result = case_result(ctx, case, workdir, binary, qmp, outcome=outcome, message=message, observed=observed,
-                         runtime=guest.runtime if observed else None, extra_findings=extra_findings, views={
-                             "guest": case.guest,
-                             "kernel": {
-                                 "release": guest.release, "cpuinfo_flags": guest.cpuinfo_flags,
-                                 "cpuinfo_bugs": guest.cpuinfo_bugs, "vulnerabilities": guest.vulnerabilities,
-                                 "view": kview,
-                             },
-                             **(views or {}),
-                         })
-    result.message = _join(result.message, kernel_view_note(kview))
-    return result
