@@ -289,6 +289,9 @@ def judge(result: CaseResult, fail_on: Iterable[str]) -> CaseResult:
         result.verdict = Verdict.EXPECTED
     elif result.approximations:
         result.verdict = Verdict.APPROXIMATE
+        # every report that shows a case's message (HTML, JUnit <skipped>, TAP # SKIP) then says what was used
+        missing = [f"APPROXIMATE: {a}" for a in result.approximations if a not in result.message]
+        result.message = "; ".join([result.message, *missing] if result.message else missing)
     else:
         result.verdict = Verdict.PASS
     return result
