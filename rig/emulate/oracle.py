@@ -154,6 +154,10 @@ class OracleResult:
     name: str
     policy: str
     words: int = 0
+    #: the policy was imported for the profile's kernel series (False: the nearest one stood in for it)
+    exact: bool = True
+    #: how the policy was chosen (rig.policy.store.select's explanation)
+    why: str = ""
     bits: int = 0
     differences: list = field(default_factory=list)  # rig.policy.Difference
     known: list = field(default_factory=list)  # differences explained by known-differences data
@@ -166,7 +170,8 @@ class OracleResult:
     def describe(self) -> str:
         if self.error:
             return f"{self.name}: {self.error}"
-        head = f"{self.name} [{self.policy}]: {self.words} words / {self.bits} bits compared, " \
+        approx = "" if self.exact else f" (APPROXIMATE: {self.why})"
+        head = f"{self.name} [{self.policy}{approx}]: {self.words} words / {self.bits} bits compared, " \
                f"{len(self.differences)} mismatches" + (f", {len(self.known)} known" if self.known else "")
         return "\n  ".join([head, *(str(d) for d in self.differences)])
 
@@ -192,14 +197,25 @@ def check_profile(profile: HostProfile, name: str | None = None) -> OracleResult
     measured = profile.kvm.supported
     if measured is None:
         return OracleResult(name, "-", error=f"profile has no measured KVM_GET_SUPPORTED_CPUID ({profile.kvm.error})")
+    release = profile.kernel.release or ""
     try:
-        entry, _why = select(profile.kernel.release or "")
+        entry, why = select(release)
+    except RigError as e:
+        return OracleResult(name, "-", exact=False, why=str(e), error=f"no policy: {e}")
+    try:
         policy = load_policy(entry.name)
         res = policy_check.check(profile, policy)
     except RigError as e:
         return OracleResult(name, "-", error=f"policy model failed: {e}")
     words, bits = count_compared(res.prediction.table, measured)
-    out = OracleResult(name, policy.label, words, bits)
+    out = OracleResult(name, policy.label, words, bits, exact=policy_is_exact(entry, release), why=why)
     out.differences = res.unexplained
     out.known = [d for d, _k in res.known]
     return out
+
+
+def policy_is_exact(entry, release: str) -> bool:
+    """Is ``entry`` (rig.policy.store.Entry) a policy imported for ``release``'s series (not a stand-in)?"""
+    from ..images.kernel import release_series
+
+    return entry.kind == "imported" and entry.name == release_series(release)

@@ -17,6 +17,7 @@ from typing import Any
 from ..compare.known import case_fields, match_outcome
 from ..compare.threeway import IssueRef, compare
 from ..cpuid.table import CpuidTable
+from ..emulate.host import KVMRUN_MACHINE
 from ..errors import RigError
 from ..matrix.model import Case
 from ..qemu.launcher import classify
@@ -43,6 +44,21 @@ def kvm_prediction(profile: Any) -> tuple[CpuidTable | None, str]:
         return predict_supported(profile, load_policy(release)).table, ""
     except RigError as e:
         return None, f"no KVM prediction: {e}"
+
+
+def feature_registers(table: CpuidTable | None) -> CpuidTable | None:
+    """``table`` restricted to the registers that hold named features (the catalogue's words): the scope of
+    a kvmrun case, as QEMU's feature-words are for a QEMU case (sizes, topology, brand are not predicted)."""
+    if table is None:
+        return None
+    from ..cpuid.catalogue import catalogue
+
+    out = CpuidTable()
+    for leaf, sub, reg in catalogue().words():
+        v = table.reg(leaf, sub, reg)
+        if v is not None:
+            out.set_reg(leaf, sub, reg, v)
+    return out
 
 
 def l2_prediction(case: Case, machine: str, profile: Any) -> tuple[CpuidTable | None, str]:
@@ -111,11 +127,17 @@ class EmulatedGroup:
         result = CaseResult(case, "rig-error", artifacts=str(workdir.relative_to(ctx.rundir.path)))
         try:
             base, form = split_machine(case.machine)
-            if form != "pvh" or case.accel != "kvm":
-                raise RigError(f"emulated hosts run -M microvm -accel kvm L2 cases only, not -M {case.machine} "
-                               f"-accel {case.accel}")
-            r = host.run_probe(case.cpu_arg, base, timeout=case.timeout, qmp=True)
-            (workdir / "cmdline.txt").write_text("(inside L1) qemu-system-x86_64 " + " ".join(r.args) + "\n")
+            kvmrun = base == KVMRUN_MACHINE
+            if kvmrun and (case.accel != "kvm" or case.cpu_arg != "host"):
+                raise RigError(f"L2 machine kvmrun (no QEMU: KVM's supported CPUID as it is) runs -cpu host -accel "
+                               f"kvm only, not -cpu {case.cpu_arg} -accel {case.accel}")
+            if not kvmrun and (form != "pvh" or case.accel != "kvm"):
+                raise RigError(f"emulated hosts run -M microvm (or kvmrun) -accel kvm L2 cases only, not "
+                               f"-M {case.machine} -accel {case.accel}")
+            r = host.run_probe(case.cpu_arg, base, timeout=case.timeout, qmp=not kvmrun)
+            (workdir / "cmdline.txt").write_text(
+                "(inside L1) " + ("kvmrun /rig/probe.elf" if kvmrun else "qemu-system-x86_64") + " "
+                + " ".join(r.args) + "\n")
             (workdir / "serial.log").write_text(r.serial)
             (workdir / "stderr.log").write_text(r.stderr)
             write_json(workdir / "qmp.json", {"replies": r.qmp, "errors": r.qmp_errors})
@@ -125,15 +147,21 @@ class EmulatedGroup:
                 exit_code=code, timed_out=r.timed_out, qmp_ready=bool(r.qmp) or code in (33, 35),
                 qmp_error="; ".join(r.qmp_errors) or None, stderr=r.stderr, serial_text=r.serial,
                 probe_check=reader, timeout=case.timeout, shutdown="L1's timeout (SIGKILL)")
-            version = getattr(host, "_outer_version", None)
+            # QEMU's guest rules do not apply to kvmrun (no QEMU in between)
+            version = None if kvmrun else getattr(host, "_outer_version", None)
             result.outcome, result.message, result.qemu_version = outcome, message, version
             if outcome != "ok":
                 issue = match_outcome(ctx.matrix.known_issues, case_fields(case, version), outcome)
                 result.outcome_issue = IssueRef.of(issue) if issue else None
             observed = reader.report.tables if reader.report is not None and outcome == "ok" else {}
-            configured = r.feature_words()
             measured = host.profile.kvm.supported
-            predicted, pred_note = l2_prediction(case, base, host.profile)
+            if kvmrun:
+                # kvmrun sets KVM_GET_SUPPORTED_CPUID as it is: configured = measured, predicted = the policy model
+                configured = feature_registers(measured)
+                predicted, pred_note = (feature_registers(kvm_pred), "") if kvm_pred is not None else (None, kvm_note)
+            else:
+                configured = r.feature_words()
+                predicted, pred_note = l2_prediction(case, base, host.profile)
             comparison = compare(case, predicted=predicted, configured=configured, observed=observed,
                                  known=ctx.matrix.known_issues, qemu_version=version,
                                  kvm_predicted=kvm_pred, kvm_measured=measured)
