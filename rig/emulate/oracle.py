@@ -191,7 +191,7 @@ def check_profile(profile: HostProfile, name: str | None = None) -> OracleResult
     apart as *known*.
     """
     from ..policy import check as policy_check
-    from ..policy.store import load_policy, select
+    from ..policy.store import resolve_policy
 
     name = name or profile.name or "?"
     measured = profile.kvm.supported
@@ -199,23 +199,17 @@ def check_profile(profile: HostProfile, name: str | None = None) -> OracleResult
         return OracleResult(name, "-", error=f"profile has no measured KVM_GET_SUPPORTED_CPUID ({profile.kvm.error})")
     release = profile.kernel.release or ""
     try:
-        entry, why = select(release)
+        choice = resolve_policy(release)
     except RigError as e:
         return OracleResult(name, "-", exact=False, why=str(e), error=f"no policy: {e}")
+    policy = choice.policy
     try:
-        policy = load_policy(entry.name)
         res = policy_check.check(profile, policy)
     except RigError as e:
         return OracleResult(name, "-", error=f"policy model failed: {e}")
     words, bits = count_compared(res.prediction.table, measured)
-    out = OracleResult(name, policy.label, words, bits, exact=policy_is_exact(entry, release), why=why)
+    out = OracleResult(name, policy.label, words, bits, exact=choice.exact, why=choice.why)
     out.differences = res.unexplained
     out.known = [d for d, _k in res.known]
     return out
 
-
-def policy_is_exact(entry, release: str) -> bool:
-    """Is ``entry`` (rig.policy.store.Entry) a policy imported for ``release``'s series (not a stand-in)?"""
-    from ..images.kernel import release_series
-
-    return entry.kind == "imported" and entry.name == release_series(release)

@@ -102,6 +102,8 @@ class DebianArchive:
     suites: tuple[str, ...] = SUITES
     security_uri: str | None = None
     security_suites: tuple[str, ...] = SECURITY_SUITES
+    #: "deb" (binary packages) or "deb-src" (source packages: ``apt-get source``)
+    kind: str = "deb"
 
     @classmethod
     def default(cls) -> DebianArchive:
@@ -113,9 +115,9 @@ class DebianArchive:
         """The private ``sources.list``: :attr:`suites` from the main archive, :attr:`security_suites` from the
         security archive when the machine has one configured."""
         signed = f"[signed-by={KEYRING}] " if Path(KEYRING).exists() else ""
-        lines = [f"deb {signed}{self.uri} {s} main\n" for s in self.suites]
+        lines = [f"{self.kind} {signed}{self.uri} {s} main\n" for s in self.suites]
         if self.security_uri:
-            lines += [f"deb {signed}{self.security_uri} {s} main\n" for s in self.security_suites]
+            lines += [f"{self.kind} {signed}{self.security_uri} {s} main\n" for s in self.security_suites]
         return "".join(lines)
 
     # -- apt plumbing -------------------------------------------------------
@@ -140,7 +142,7 @@ class DebianArchive:
         p = self.root / "sources.list"
         if not p.exists() or p.read_text() != text:
             p.write_text(text)
-            for f in (self.root / "lists").glob("*_Packages*"):
+            for f in [*(self.root / "lists").glob("*_Packages*"), *(self.root / "lists").glob("*_Sources*")]:
                 f.unlink()
             # the lists just removed must be fetched again, whatever the age of the last update
             (self.root / "lists" / ".updated").unlink(missing_ok=True)
@@ -200,6 +202,48 @@ class DebianArchive:
         if not new:
             raise DebianError(f"apt-get download {spec} produced no .deb in {dest}")
         return max(new, key=lambda p: p.stat().st_mtime)
+
+    def source_files(self, package: str, version: str, *, dest: Path) -> dict[str, tuple[str, Path | None]]:
+        """``apt-get source --download-only PACKAGE=VERSION`` (a ``deb-src`` archive) into ``dest``.
+
+        Returns every file the Sources index lists for that version, mapped to
+        (its SHA256 in the index, its path when downloaded and matching, else
+        None: the archive did not serve it; mirrors may lack some parts).
+        """
+        import hashlib
+
+        if self.kind != "deb-src":
+            raise DebianError("source_files() needs a deb-src archive")
+        self.update()
+        dest.mkdir(parents=True, exist_ok=True)
+        spec = f"{package}={version}"
+        listing = self._run("apt-get", ["-qq", "source", "--print-uris", spec], cwd=dest,
+                            what=f"apt-get source --print-uris {spec}")
+        wanted = {}
+        for line in listing.splitlines():
+            m = re.match(r"^'[^']+'\s+(\S+)\s+\d+\s+SHA256:([0-9a-f]{64})", line)
+            if m:
+                wanted[m.group(1)] = m.group(2)
+        if not wanted:
+            raise DebianError(f"apt-get source --print-uris {spec}: no files listed")
+        missing = [n for n in wanted if not (dest / n).exists()]
+        if missing:
+            subprocess.run(["apt-get", *self._options(), "-qq", "source", "--download-only", spec], cwd=dest,
+                           capture_output=True, text=True)
+        out: dict[str, tuple[str, Path | None]] = {}
+        for name, sha in wanted.items():
+            p = dest / name
+            ok = False
+            if p.exists():
+                h = hashlib.sha256()
+                with p.open("rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                ok = h.hexdigest() == sha
+                if not ok:
+                    p.unlink()
+            out[name] = (sha, p if ok else None)
+        return out
 
     @staticmethod
     def extract(deb: Path, into: Path) -> Path:

@@ -3,6 +3,7 @@
 Public API (used by other layers and by the emulated-host oracle; keep stable)::
 
     policy = load_policy("6.12")                 # nearest not-newer policy file ("7.3.4+deb13-cloud-amd64" works)
+    choice = resolve_policy("6.14")              # PolicyChoice(policy, entry, requested, exact, approximation)
     pred = predict_supported(profile, policy, {"kvm_amd.nested": "0"})
     pred.table                                   # CpuidTable: predicted KVM_GET_SUPPORTED_CPUID
     pred.trace(0x80000021, 0, "ecx", 1)          # list[TraceStep], layer by layer, with kernel source locations
@@ -25,10 +26,10 @@ from .evaluate import TraceStep
 from .kernelcaps import KernelCaps, assume_kernel_caps
 from .model import Policy, PolicyError
 from .predict import Difference, Prediction, compare_supported, predict_supported
+from .store import PolicyChoice, load_policy, resolve_policy, select
 from .store import entries as list_policies
-from .store import load_policy, select
 
 __all__ = [
     "Policy", "PolicyError", "Prediction", "Difference", "TraceStep", "KernelCaps",
-    "load_policy", "select", "list_policies", "predict_supported", "compare_supported", "assume_kernel_caps",
+    "load_policy", "select", "resolve_policy", "PolicyChoice", "list_policies", "predict_supported", "compare_supported", "assume_kernel_caps",
 ]

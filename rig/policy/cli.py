@@ -14,7 +14,7 @@ from . import explain as explain_mod
 from .importer import import_tree
 from .model import PolicyError
 from .predict import predict_supported
-from .store import entries, load_policy, select
+from .store import PolicyChoice, entries, resolve_policy
 
 
 def _params(items: list[str] | None) -> dict[str, str]:
@@ -37,9 +37,16 @@ def _kernel(args: argparse.Namespace, profile: HostProfile | None) -> str:
     raise PolicyError("no kernel version: the profile does not record one", hint="pass --kernel VER, e.g. --kernel 6.12")
 
 
-def _load(version: str):
-    e, why = select(version)
-    return load_policy(e.name), why
+def _load(version: str) -> tuple:
+    ch = resolve_policy(version)
+    return ch.policy, ch.why
+
+
+def _choice(version: str) -> PolicyChoice:
+    ch = resolve_policy(version)
+    if ch.approximation:
+        print(f"rig: APPROXIMATE: {ch.approximation}", file=sys.stderr)
+    return ch
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -68,28 +75,78 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from .source import fetch_source
+    import re
 
-    s = fetch_source(args.series, version=args.package_version)
+    from .source import fetch_source, fetch_source_package
+
+    if re.fullmatch(r"\d+\.\d+\.\d+", args.series):
+        if args.package_version:
+            raise PolicyError("--package-version goes with a series (linux-source-SERIES), not a full version")
+        s = fetch_source_package(args.series)
+    else:
+        s = fetch_source(args.series, version=args.package_version)
     print(f"{s.package} {s.package_version} ({s.suite}): {s.tree}")
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    p = import_tree(Path(args.tree))
+    import tempfile
+
+    tree = Path(args.tree)
+    if args.output and args.store:
+        raise PolicyError("-o and --store exclude each other", hint="--store writes into the user policy store")
+    if args.rev:
+        from .gitsource import export_files
+
+        with tempfile.TemporaryDirectory(prefix="rig-policy-git-") as td:
+            prov = export_files(tree, args.rev, Path(td))
+            p = import_tree(Path(td), source=prov)
+    else:
+        if not tree.is_dir():
+            raise PolicyError(f"{tree}: no such directory", hint="pass a kernel source tree, or a git clone with --rev")
+        p = import_tree(tree)
     text = p.dumps()
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"policy linux-{p.version} (kernel {p.source.get('kernel_version')}, {p.era}) written to {args.output}",
+    dest = Path(args.output) if args.output else None
+    if args.store:
+        from .store import data_dir, user_dir
+
+        if (data_dir() / f"linux-{p.version}.json").exists():
+            raise PolicyError(f"linux-{p.version} is shipped with the rig; the user store does not replace it",
+                              hint="use -o FILE to keep your import elsewhere")
+        user_dir().mkdir(parents=True, exist_ok=True)
+        dest = user_dir() / f"linux-{p.version}.json"
+    if dest is not None:
+        write_text(dest, text)
+        print(f"policy linux-{p.version} (kernel {p.source.get('kernel_version')}, {p.era}) written to {dest}",
               file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
 
 
+def write_text(dest: Path, text: str) -> None:
+    """Write ``text``; a file that is not a regular file (``-o /dev/null``) is written through, never replaced."""
+    if dest.exists() and not dest.is_file():
+        with dest.open("w") as f:
+            f.write(text)
+        return
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(dest)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from .getpolicy import get_policy
+
+    path, how = get_policy(args.version)
+    print(f"{how}: {path}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     prof = HostProfile.load(args.profile)
-    p, why = _load(_kernel(args, prof))
+    ch = _choice(_kernel(args, prof))
+    p, why = ch.policy, ch.why
     pred = predict_supported(prof, p, _params(args.param))
     if args.output:
         Path(args.output).write_text(pred.table.dumps())
@@ -109,10 +166,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    a, _ = _load(args.version_a)
-    b, _ = _load(args.version_b)
+    ca, cb = resolve_policy(args.version_a), resolve_policy(args.version_b)
     prof = HostProfile.load(args.profile) if args.profile else None
-    print(diff_mod.render(a, b, prof, _params(args.param)))
+    for ch in (ca, cb):
+        if ch.approximation:
+            print(f"APPROXIMATE ({ch.requested}): {ch.approximation}")
+    print(diff_mod.render(ca.policy, cb.policy, prof, _params(args.param)))
     return 0
 
 
@@ -169,14 +228,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     x = ps.add_parser("show", help="summary of one policy")
     x.add_argument("version")
     x.set_defaults(func=cmd_show)
-    x = ps.add_parser("fetch", help="fetch Debian's linux-source-SERIES and cache the files the importer reads")
-    x.add_argument("series", help="e.g. 6.1, 6.12, 7.3")
+    x = ps.add_parser("fetch", help="fetch Debian's linux-source-SERIES (or, for X.Y.Z, the Debian source package "
+                      "linux of that upstream version) and cache the files the importer reads")
+    x.add_argument("series", help="e.g. 5.10, 6.1, 6.12, 7.3; or 6.17.8, 6.18.15 (source package)")
     x.add_argument("--package-version", metavar="VER", help="exact Debian version (default: the newest), e.g. 6.1.176-1")
     x.set_defaults(func=cmd_fetch)
-    x = ps.add_parser("import", help="generate a policy file from a kernel source tree")
-    x.add_argument("tree", metavar="KERNEL_SRC_DIR")
+    x = ps.add_parser("import", help="generate a policy file from a kernel source tree or a git revision")
+    x.add_argument("tree", metavar="KERNEL_SRC_DIR", help="kernel source tree, or a git repository with --rev")
+    x.add_argument("--rev", metavar="REV", help="read the files of this git revision (tag, branch, commit) from the "
+                   "repository's objects, without a checkout, e.g. v6.13")
     x.add_argument("-o", "--output", metavar="FILE")
+    x.add_argument("--store", action="store_true", help="write into the user policy store (<cache>/policies), "
+                   "beside the shipped policies")
     x.set_defaults(func=cmd_import)
+    x = ps.add_parser("get", help="fetch Debian's source of a kernel series and import it into the user policy store")
+    x.add_argument("version", metavar="VER", help="kernel series or version, e.g. 6.14 or 6.18.15")
+    x.set_defaults(func=cmd_get)
 
     def common(x: argparse.ArgumentParser, profile_required: bool = True) -> None:
         x.add_argument("--profile", metavar="FILE", required=profile_required, help="host profile (rig host capture/import)")

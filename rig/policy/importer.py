@@ -264,6 +264,11 @@ class _StepReader:
         if m:
             self.aliases[m.group(1)] = ("X86_64_F", m.group(2))
             return None
+        # before 5.17: f_nx = is_efer_nx() ? F(NX) : 0 -- a 64-bit kernel sets EFER.NX whenever the CPU has NX
+        m = re.fullmatch(r"(?:unsigned int|u32)\s+(\w+)\s*=\s*is_efer_nx\(\)\s*\?\s*F\((\w+)\)\s*:\s*0", text)
+        if m:
+            self.aliases[m.group(1)] = ("F", m.group(2))
+            return None
         c = call(text)
         cnd = self.cond_text(st.conds)
         if c is not None:
@@ -350,7 +355,8 @@ def import_tree(root: str | Path, *, source: dict[str, Any] | None = None) -> Po
         raise PolicyImportError(f"{tree.root}: no VERSION/PATCHLEVEL/SUBLEVEL in Makefile")
     cpufeature_h = tree.text("arch/x86/include/asm/cpufeature.h")
     cpufeatures = tree.text("arch/x86/include/asm/cpufeatures.h")
-    reverse = tree.text("arch/x86/kvm/reverse_cpuid.h")
+    # reverse_cpuid[] moved from cpuid.h to reverse_cpuid.h in 5.14
+    reverse = tree.text("arch/x86/kvm/reverse_cpuid.h", required=False) or tree.text("arch/x86/kvm/cpuid.h")
     kvm_host = tree.text("arch/x86/include/asm/kvm_host.h", required=False)
     cpuid_c = tree.text("arch/x86/kvm/cpuid.c")
 
@@ -403,7 +409,8 @@ def import_tree(root: str | Path, *, source: dict[str, Any] | None = None) -> Po
         meta = tree.root.parent / "source.json"
         if meta.is_file():
             d = json.loads(meta.read_text())
-            source = {k: d[k] for k in ("package", "package_version", "suite") if k in d}
+            source = {k: d[k] for k in ("package", "package_version", "suite", "kind", "orig", "orig_sha256",
+                                        "debian_tar", "debian_tar_sha256", "debian_patches") if k in d}
     src.update(source or {})
     series = ".".join(version.split(".")[:2])
     return Policy(

@@ -88,7 +88,8 @@ def leaf_parameters(root: Path, cpuid_c: str, words: dict[str, Word]) -> tuple[d
     L: dict[str, Any] = {"src": f"arch/x86/kvm/cpuid.c:{fn.line}"}
     L["cases"] = sorted((f"0x{int(k, 0):x}" for k in cases if k.startswith("0x") or k.isdigit()), key=lambda k: int(k, 16))
     L["max_basic"] = _int(_need(r"min\(entry->eax,\s*(0x[0-9a-fA-F]+)U?\)", cases["0"], "leaf 0 max").group(1))
-    L["leaf7_max_subleaf"] = _int(_need(r"max_idx\s*=\s*entry->eax\s*=\s*min\(entry->eax,\s*(\d+)u?\)", cases["7"],
+    # 5.15+: max_idx = entry->eax = min(entry->eax, 2u); 5.10: entry->eax = min(entry->eax, 1u)
+    L["leaf7_max_subleaf"] = _int(_need(r"(?:max_idx\s*=\s*)?entry->eax\s*=\s*min\(entry->eax,\s*(\d+)u?\)", cases["7"],
                                         "leaf 7 max subleaf").group(1))
     ext = cases["0x80000000"]
     L["max_extended"] = _int(_need(r"min\(entry->eax,\s*(0x[0-9a-fA-F]+)\)", ext, "0x80000000 max").group(1))
@@ -109,7 +110,11 @@ def leaf_parameters(root: Path, cpuid_c: str, words: dict[str, Word]) -> tuple[d
             L["avx10_version_max"] = _int(m.group(1))
     e7 = cases.get("0x80000007", "")
     L["ext7_edx"] = "override_and_power" if "CPUID_8000_0007_EDX" in e7 else "bit8"
-    L["g_phys_as"] = "g_phys_as" in cases.get("0x80000008", "")
+    e8 = cases.get("0x80000008", "")
+    # before 5.18: EAX[7:0] = the host's GuestPhysAddrSize (EAX[23:16]) when set and TDP is on, else MAXPHYADDR
+    legacy = re.search(r"if\s*\(\s*!g_phys_as\s*\|\|\s*!tdp_enabled\s*\)\s*g_phys_as\s*=\s*phys_as", e8) and \
+        re.search(r"entry->eax\s*=\s*g_phys_as\s*\|\s*\(virt_as\s*<<\s*8\)", e8)
+    L["g_phys_as"] = "legacy" if legacy else "g_phys_as" in e8
     L["ext21_ebx"] = "eraps" if "ERAPS" in cases.get("0x80000021", "") else "zero"
     # which caps words override registers, leaf by leaf
     L["override_words"] = sorted({w for w in re.findall(r"cpuid_entry_override\(entry,\s*(CPUID_\w+)\)", body)},
@@ -145,13 +150,16 @@ def leaf_parameters(root: Path, cpuid_c: str, words: dict[str, Word]) -> tuple[d
         if key not in XFEATURE_BITS:
             raise LeafImportError(f"fpu/xstate.c: unknown XFEATURE_{xf}")
         needs[str(XFEATURE_BITS[key])] = feat
+    if not needs:  # before 5.16: a positional array, index = XSAVE feature number
+        for i, feat in enumerate(re.findall(r"X86_FEATURE_(\w+)", m.group(1))):
+            needs[str(i)] = feat
     L["xfeature_needs"] = needs
     # vendor hardware setup trimming supported XCR0 (MPX)
     from . import cond as _cond
     clears = {}
     for vendor, rel in (("svm", "arch/x86/kvm/svm/svm.c"), ("vmx", "arch/x86/kvm/vmx/vmx.c")):
         vt = preprocess(strip_comments((root / rel).read_text(errors="replace")))
-        for m in re.finditer(r"(?:if\s*\(([^;{}]*?)\)\s*)?kvm_caps\.supported_xcr0\s*&=\s*~\(([^;]*?)\);", vt, re.S):
+        for m in re.finditer(r"(?:if\s*\(([^;{}]*?)\)\s*)?(?:kvm_caps\.)?supported_xcr0\s*&=\s*~\(([^;]*?)\);", vt, re.S):
             line = vt.count("\n", 0, m.start()) + 1
             clears[vendor] = {"mask": f"0x{_mask(m.group(2)):x}", "if": str(_cond.parse_c(m.group(1))) if m.group(1) else None,
                               "src": f"{rel}:{line}"}

@@ -379,6 +379,18 @@ class LeafBuilder:
                 self.override(leaf, 0, v)
                 v = [0, 0, 0, v[3] & power]
                 self.note(leaf, 0, "d", "EDX = caps word & boot_cpu_data.x86_power (host EDX)")
+        elif leaf == 0x80000008 and L.get("g_phys_as") == "legacy":
+            virt_as = max(v[0] >> 8 & 0xFF, 48)
+            tdp = self.var("tdp_enabled")
+            g_phys = v[0] >> 16 & 0xFF
+            if not g_phys or not tdp:
+                g_phys = v[0] & 0xFF
+            v[0] = g_phys | virt_as << 8
+            v[2] &= ~(genmask(31, 16) | genmask(11, 8))
+            v[3] = 0
+            self.note(leaf, 0, "a", f"address sizes (before 5.18): EAX[7:0] = {g_phys} (host GuestPhysAddrSize when "
+                      f"set and tdp_enabled={int(tdp)}, else MAXPHYADDR), virt max(host, 48) = {virt_as}")
+            self.override(leaf, 0, v)
         elif leaf == 0x80000008:
             virt_as = max(v[0] >> 8 & 0xFF, 48)
             tdp = self.var("tdp_enabled")

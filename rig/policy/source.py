@@ -127,6 +127,20 @@ def _stream_extract(deb: Path, series: str, into: Path) -> None:
                           f"{msg[-1] if msg else 'no output'}")
 
 
+#: series whose linux-source package is only in a suite the rig's main apt configuration does not list
+OLD_SUITES: dict[str, str] = {"5.10": "bullseye"}
+
+
+def archive_for(series: str) -> DebianArchive:
+    """The rig's main private apt configuration, or for :data:`OLD_SUITES` one of its own (same archive URI)."""
+    suite = OLD_SUITES.get(series)
+    if suite is None:
+        return DebianArchive.default()
+    from ..images.debian import _debian_uri
+
+    return DebianArchive(cache.cache_root() / f"apt-{suite}", _debian_uri(), (suite,))
+
+
 def fetch_source(series: str, archive: DebianArchive | None = None, *, version: str | None = None) -> KernelSource:
     """The partial tree of Debian's ``linux-source-SERIES`` (newest, or ``version``), cached."""
     if not re.fullmatch(r"\d+\.\d+", series):
@@ -137,7 +151,7 @@ def fetch_source(series: str, archive: DebianArchive | None = None, *, version: 
             if s.series == series and s.package_version == version:
                 return s
     try:
-        archive = archive or DebianArchive.default()
+        archive = archive or archive_for(series)
         vs = archive.versions(package)
     except DebianError as e:
         for s in cached_sources():
@@ -148,7 +162,8 @@ def fetch_source(series: str, archive: DebianArchive | None = None, *, version: 
         vs = [v for v in vs if v.version == version]
     if not vs:
         raise SourceError(f"no {package}{'=' + version if version else ''} in the configured Debian suites",
-                          hint="see `apt-cache madison` output of the rig's archive; series that exist: 6.1, 6.12, 7.x")
+                          hint="series with a linux-source package: 5.10 (bullseye), 6.1, 6.12, 7.x; for 6.17/6.18 the rig imports "
+                          "the Debian source package (`rig policy get 6.18`)")
     pv = vs[0]
     key = cache.digest([KIND, package, pv.version, *FILES])
     entry = cache.entry_dir(KIND, key)
@@ -166,5 +181,108 @@ def fetch_source(series: str, archive: DebianArchive | None = None, *, version: 
     return _meta(entry)
 
 
-#: the Debian series the committed policies are imported from
-POLICY_SERIES: tuple[str, ...] = ("6.1", "6.12", "7.3")
+#: suites whose Sources index the rig reads for series without a linux-source package
+SOURCE_SUITES: tuple[str, ...] = ("trixie-backports",)
+
+
+def source_archive() -> DebianArchive:
+    """The rig's private ``deb-src`` configuration (same archive URI as the machine's apt sources)."""
+    from ..images.debian import _debian_uri
+
+    return DebianArchive(cache.cache_root() / "apt-src", _debian_uri(), SOURCE_SUITES, kind="deb-src")
+
+
+#: what the Debian patch check looks at: the importer's files except the top Makefile, which Debian's
+#: version.patch edits for its version string (the importer reads only VERSION/PATCHLEVEL/SUBLEVEL there)
+PATCH_CHECKED: tuple[str, ...] = tuple(f for f in FILES if f != "Makefile")
+
+
+def patches_touching(debian_tar: Path, files: tuple[str, ...] = PATCH_CHECKED) -> tuple[list[str], int]:
+    """(patches of ``debian/patches/series`` that modify one of ``files``, number of patches in the series)."""
+    with tempfile.TemporaryDirectory() as td:
+        proc = subprocess.run(["tar", "-xf", str(debian_tar), "-C", td, "debian/patches"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SourceError(f"{debian_tar.name}: no debian/patches: {proc.stderr.strip()}")
+        base = Path(td) / "debian/patches"
+        series = [ln.split()[0] for ln in (base / "series").read_text().splitlines()
+                  if ln.strip() and not ln.lstrip().startswith("#")]
+        wanted = set(files)
+        hits = []
+        for name in series:
+            text = (base / name).read_text(errors="replace")
+            targets = {t.split("/", 1)[1] for t in re.findall(r"^\+\+\+ (\S+)", text, re.M) if "/" in t}
+            if targets & wanted:
+                hits.append(name)
+        return hits, len(series)
+
+
+def fetch_source_package(version: str, archive: DebianArchive | None = None) -> KernelSource:
+    """The importer's files from Debian's *source* package ``linux`` whose upstream version is ``version``.
+
+    For series with no ``linux-source-X`` binary package (6.16-6.18 in
+    trixie-backports).  ``apt-get source --download-only`` fetches what the
+    archive serves; the upstream (``.orig``) tarball must be there (its SHA256
+    is checked against the signed Sources index).  When Debian's
+    ``debian.tar.xz`` is served too, the import refuses a tree that any Debian
+    patch in ``debian/patches/series`` modifies in :data:`FILES` (then the orig
+    tarball would not be what Debian built); when it is not served, the
+    provenance says the patches could not be checked.
+    """
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise SourceError(f"kernel version {version!r} not understood (expected e.g. 6.18.15)")
+    series = ".".join(version.split(".")[:2])
+    for s in cached_sources():
+        if s.package == "linux" and s.package_version.split("-")[0] == version:
+            return s
+    try:
+        archive = archive or source_archive()
+        vs = [v for v in archive.versions("linux") if v.version.split("-")[0] == version]
+    except DebianError as e:
+        raise SourceError(f"cannot look up Debian source package linux={version}: {e}",
+                          hint="network to the Debian archive is needed once") from e
+    if not vs:
+        raise SourceError(f"no Debian source package linux={version}-* in {', '.join(archive.suites)}",
+                          hint="`apt-cache madison linux` with the rig's deb-src configuration lists what exists")
+    pv = vs[0]
+    key = cache.digest([KIND, "linux-src", pv.version, *FILES])
+    entry = cache.entry_dir(KIND, key)
+    if cache.is_complete(entry):
+        return _meta(entry)
+    with cache.building(KIND, key) as tmp, tempfile.TemporaryDirectory(dir=tmp.parent) as dl:
+        got = archive.source_files("linux", pv.version, dest=Path(dl))
+        orig = next((n for n in got if re.fullmatch(rf"linux_{re.escape(version)}\.orig\.tar\.\w+", n)), None)
+        if orig is None or got[orig][1] is None:
+            raise SourceError(f"the archive did not serve linux_{version}.orig.tar.* of linux {pv.version}",
+                              hint="this mirror lacks the upstream tarball; the policy cannot be imported from it")
+        deb = next((n for n in got if n.endswith(".debian.tar.xz")), None)
+        checked: dict[str, object]
+        if deb and got[deb][1] is not None:
+            hits, n = patches_touching(got[deb][1])  # type: ignore[arg-type]
+            if hits:
+                raise SourceError(f"linux {pv.version}: Debian patches modify files the importer reads: "
+                                  f"{', '.join(hits)}", hint="use a linux-source package (patches applied) instead")
+            checked = {"debian_tar": deb, "debian_tar_sha256": got[deb][0],
+                       "debian_patches": f"none of the {n} patches in debian/patches/series modifies an imported file "
+                       "(top Makefile not checked: version string only)"}
+        else:
+            checked = {"debian_tar": deb, "debian_patches": "not checked: the archive did not serve "
+                       f"{deb or 'the debian tarball'}; the files are the upstream ones of the orig tarball"}
+        prefix = f"linux-{version}/"
+        into = tmp / "tree"
+        into.mkdir(parents=True)
+        proc = subprocess.run(["tar", "-xf", str(got[orig][1]), "-C", str(into), "--strip-components=1",
+                               "--ignore-failed-read", *(prefix + f for f in FILES)], capture_output=True, text=True)
+        if not (into / "arch/x86/kvm/cpuid.c").exists():
+            raise SourceError(f"{orig}: could not extract the KVM files: {proc.stderr.strip()[-300:]}")
+        (tmp / "source.json").write_text(json.dumps({
+            "series": series, "package": "linux", "package_version": pv.version, "suite": pv.suite,
+            "files": list(FILES), "kind": "Debian source package (apt-get source --download-only)",
+            "orig": orig, "orig_sha256": got[orig][0], **checked,
+        }, indent=1) + "\n")
+    return _meta(entry)
+
+
+#: the Debian series the committed policies are imported from (linux-source-SERIES binary packages)
+POLICY_SERIES: tuple[str, ...] = ("5.10", "6.1", "6.12", "7.2", "7.3")
+#: series imported from Debian source packages (no linux-source binary package): series -> upstream version
+SOURCE_PACKAGE_SERIES: dict[str, str] = {"6.17": "6.17.8", "6.18": "6.18.15"}

@@ -63,9 +63,10 @@ def _native_kvm() -> tuple[CpuidTable, CpuidTable | None]:
 
 
 @lru_cache(maxsize=8)
-def _simulated_kvm(spec: str) -> tuple[CpuidTable, CpuidTable]:
+def _simulated_choice(spec: str) -> tuple[Any, Any]:
+    """(host profile, rig.policy.PolicyChoice) of a ``simulate:PROFILE[@KERNEL]`` host."""
     from ..host.profile import HostProfile
-    from ..policy import load_policy, predict_supported
+    from ..policy import resolve_policy
 
     rest = spec.split(":", 1)[1] if ":" in spec else ""
     if not rest:
@@ -75,7 +76,23 @@ def _simulated_kvm(spec: str) -> tuple[CpuidTable, CpuidTable]:
     version = kernel or profile.kernel.release
     if not version:
         raise CasePredictionError(f"{path}: the profile has no kernel release; give one as simulate:{path}@6.12")
-    return predict_supported(profile, load_policy(version)).table, profile.raw
+    return profile, resolve_policy(version)
+
+
+@lru_cache(maxsize=8)
+def _simulated_kvm(spec: str) -> tuple[CpuidTable, CpuidTable]:
+    from ..policy import predict_supported
+
+    profile, choice = _simulated_choice(spec)
+    return predict_supported(profile, choice.policy).table, profile.raw
+
+
+def case_approximations(case: Any) -> tuple[str, ...]:
+    """Sentences saying which model inputs of ``case`` are approximate (the run marks such cases)."""
+    if case.accel != "kvm" or not case.host.startswith("simulate"):
+        return ()
+    _profile, choice = _simulated_choice(case.host)
+    return (f"KVM policy: {choice.approximation}",) if choice.approximation else ()
 
 
 def kvm_inputs(host: str) -> tuple[CpuidTable, CpuidTable | None]:

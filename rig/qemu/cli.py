@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..cpuid.table import CpuidTable
 from ..errors import RigError
@@ -51,10 +52,13 @@ def _kvm_tables(args: argparse.Namespace) -> tuple[CpuidTable, CpuidTable | None
 
         profile = HostProfile.load(args.profile)
         if args.kernel:
-            from ..policy import load_policy, predict_supported
+            from ..policy import predict_supported, resolve_policy
 
-            return predict_supported(profile, load_policy(args.kernel)).table, profile.raw, \
-                f"KVM policy model for Linux {args.kernel} on {args.profile}"
+            choice = resolve_policy(args.kernel)
+            if choice.approximation:
+                print(f"rig: APPROXIMATE: {choice.approximation}", file=sys.stderr)
+            return predict_supported(profile, choice.policy).table, profile.raw, \
+                f"KVM policy model ({choice.why}) on {args.profile}"
         if profile.kvm.supported is None:
             raise RigError(f"{args.profile}: the profile has no KVM_GET_SUPPORTED_CPUID",
                            hint="give --kernel VERSION to predict it with the policy model")

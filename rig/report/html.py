@@ -24,7 +24,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.5em}
 table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}
-.pass{color:#1a7f37}.expected{color:#9a6700}.fail{color:#cf222e;font-weight:bold}.error{color:#8250df;font-weight:bold}
+.pass{color:#1a7f37}.approximate{color:#9a6700}.expected{color:#9a6700}.fail{color:#cf222e;font-weight:bold}.error{color:#8250df;font-weight:bold}
 .num{text-align:right}
 code{font:12px ui-monospace,monospace}
 details{margin:.4em 0;border:1px solid #ddd;padding:.3em .6em}
@@ -99,7 +99,7 @@ def _findings_table(r: CaseResult) -> str:
 def html_report(results: Sequence[CaseResult], *, matrix: str, run_dir: str = "", info: dict | None = None,
                 max_grids: int = 200) -> str:
     s = summarise(results)
-    ordered = sorted(results, key=lambda r: ({"fail": 0, "error": 1, "expected": 2, "pass": 3}[r.verdict], r.id))
+    ordered = sorted(results, key=lambda r: ({"fail": 0, "error": 1, "expected": 2, "approximate": 3, "pass": 4}.get(r.verdict, 5), r.id))
     info = info or {}
     out = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -110,7 +110,7 @@ def html_report(results: Sequence[CaseResult], *, matrix: str, run_dir: str = ""
         '<h2 id="summary">Summary</h2><table>',
         f"<tr><th>cases</th><td class=num>{s.total}</td></tr>",
     ]
-    for v in ("pass", "expected", "fail", "error"):
+    for v in ("pass", "approximate", "expected", "fail", "error"):
         out.append(f'<tr><th class="{v}">{v}</th><td class=num>{s.verdicts[v]}</td></tr>')
     out.append("</table><table><tr><th>outcome</th><th>cases</th></tr>")
     out += [f"<tr><td>{_e(o)}</td><td class=num>{n}</td></tr>" for o, n in sorted(s.outcomes.items())]
@@ -137,6 +137,8 @@ def html_report(results: Sequence[CaseResult], *, matrix: str, run_dir: str = ""
                    f" host {_e(r.case.host)}; artifacts <code>{_e(r.artifacts)}</code></p>")
         if r.message:
             out.append(f"<p>{_e(r.message)}</p>")
+        for a in r.approximations:
+            out.append(f'<p class="approximate">APPROXIMATE: {_e(a)}</p>')
         if r.unexpected:
             out.append("<ul>" + "".join(f'<li class="fail">{_e(u)}</li>' for u in r.unexpected) + "</ul>")
         if r.outcome_issue:

@@ -2,7 +2,8 @@
 
 ``fail`` verdicts become ``<failure>`` (message: the unexpected findings),
 ``error`` verdicts ``<error>``; expected findings are listed in ``<system-out>``
-so they are visible without failing the job.
+so they are visible without failing the job; ``approximate`` verdicts pass with a
+``verdict`` property and the approximation sentences in ``<system-out>``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ def junit_xml(results: Sequence[CaseResult], *, matrix: str, run_dir: Path | Non
         elif r.verdict == "error":
             el = ET.SubElement(tc, "error", {"message": r.message[:1000] or "rig error", "type": "rig-error"})
             el.text = r.message
+        if r.verdict == "approximate":
+            props = ET.SubElement(tc, "properties")
+            ET.SubElement(props, "property", {"name": "verdict", "value": "approximate"})
         lines = [f"case: {r.case.cpu_arg} machine={r.case.machine} accel={r.case.accel} outcome={r.outcome}"]
+        lines += [f"APPROXIMATE: {a}" for a in r.approximations]
         if run_dir is not None and r.artifacts:
             lines.append(f"artifacts: {run_dir / r.artifacts}")
         for f in r.findings:

@@ -22,7 +22,7 @@ class Summary:
         return self.verdicts["fail"] + self.verdicts["error"]
 
     def line(self) -> str:
-        parts = [f"{self.total} cases"] + [f"{self.verdicts[v]} {v}" for v in ("pass", "expected", "fail", "error") if self.verdicts[v]]
+        parts = [f"{self.total} cases"] + [f"{self.verdicts[v]} {v}" for v in ("pass", "approximate", "expected", "fail", "error") if self.verdicts[v]]
         if self.classes:
             parts.append("findings: " + ", ".join(f"{n} {c}" for c, n in sorted(self.classes.items())))
         return "; ".join(parts)

@@ -51,6 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"history: against the previous run on this host: {len(d.bit_changes)} bits changed, "
               f"{len(d.new_findings)} new findings, {len(d.fixed_findings)} fixed, "
               f"{len(d.outcome_changes)} outcomes changed (details: rig history)")
+    approx = sorted({a for r in results for a in r.approximations})
+    for a in approx:  # one line per distinct approximation, with the cases it affects
+        n = sum(a in r.approximations for r in results)
+        print(f"APPROXIMATE ({n} case(s), verdict 'approximate'): {a}")
     print(f"report: {done.reports.html}")
     print(f"junit:  {done.reports.junit}")
     if done.unexpected:

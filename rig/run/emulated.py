@@ -33,17 +33,21 @@ def _exit_code(status: int) -> int:
     return -(status - 128) if 128 < status < 160 and status != EXIT_KILLED else status
 
 
-def kvm_prediction(profile: Any) -> tuple[CpuidTable | None, str]:
-    """The policy model's KVM_GET_SUPPORTED_CPUID for an L1 profile (None and why when it cannot)."""
+def kvm_prediction(profile: Any) -> tuple[CpuidTable | None, str, tuple[str, ...]]:
+    """The policy model's KVM_GET_SUPPORTED_CPUID for an L1 profile: (table or None, why not, approximations:
+    a sentence when no policy was imported for L1's kernel series and another one stood in)."""
     try:
-        from ..policy import load_policy, predict_supported
+        from ..policy import predict_supported
+        from ..policy.store import resolve_policy
     except ImportError as e:
-        return None, f"KVM policy model not available ({e})"
+        return None, f"KVM policy model not available ({e})", ()
     try:
         release = profile.kernel.release if profile.kernel else ""
-        return predict_supported(profile, load_policy(release)).table, ""
+        choice = resolve_policy(release)
+        approx = () if choice.exact else (f"KVM policy for L1 kernel {release}: {choice.approximation}",)
+        return predict_supported(profile, choice.policy).table, "", approx
     except RigError as e:
-        return None, f"no KVM prediction: {e}"
+        return None, f"no KVM prediction: {e}", ()
 
 
 def feature_registers(table: CpuidTable | None) -> CpuidTable | None:
@@ -112,16 +116,17 @@ class EmulatedGroup:
                 emit(judge(r, ctx.matrix.fail_on))
             return
         try:
-            kvm_pred, kvm_note = kvm_prediction(host.profile)
+            kvm_pred, kvm_note, approx = kvm_prediction(host.profile)
             for c in self.cases:
                 if self.stop.is_set():
                     return
-                emit(self._one(ctx, host, c, kvm_pred, kvm_note))
+                emit(self._one(ctx, host, c, kvm_pred, kvm_note, approx))
         finally:
             self._active = None
             host.__exit__(None, None, None)
 
-    def _one(self, ctx: Any, host: Any, case: Case, kvm_pred: CpuidTable | None, kvm_note: str) -> CaseResult:
+    def _one(self, ctx: Any, host: Any, case: Case, kvm_pred: CpuidTable | None, kvm_note: str,
+             approx: tuple[str, ...] = ()) -> CaseResult:
         t0 = time.perf_counter()
         workdir = ctx.rundir.case_dir(case.id)
         result = CaseResult(case, "rig-error", artifacts=str(workdir.relative_to(ctx.rundir.path)))
@@ -170,6 +175,7 @@ class EmulatedGroup:
 
             mode = observed_mode(observed)
             result.words = words_of(comparison.scope, predicted, configured, observed.get(mode) if mode else None)
+            result.approximations = list(approx)
             notes = "; ".join(n for n in (pred_note, kvm_note) if n)
             if notes and outcome == "ok":
                 result.message = f"{message}; {notes}"

@@ -159,7 +159,8 @@ def _simulate(ctx: RunContext, case: Case) -> CaseResult:
         return CaseResult(case, "rig-error", message=f"simulate needs a prediction: {pred.note}")
     scope = [(lf, s, r) for (lf, s), regs in pred.table.items() for r in REGISTERS if regs.get(r) is not None]
     return CaseResult(case, "simulated", message="prediction only (no QEMU started)",
-                      qemu_version=".".join(map(str, binary.version)), words=words_of(scope, pred.table, None, None))
+                      qemu_version=".".join(map(str, binary.version)), words=words_of(scope, pred.table, None, None),
+                      approximations=list(pred.approximations))
 
 
 async def _native(ctx: RunContext, case: Case, workdir: Path) -> CaseResult:
@@ -212,6 +213,7 @@ def case_result(ctx: RunContext, case: Case, workdir: Path, binary: QemuBinary, 
     result.words = words_of(comparison.scope, pred.table, configured, observed.get(mode) if mode else None)
     if pred.note and outcome == "ok":
         result.message = f"{result.message}; {pred.note}" if result.message else pred.note
+    result.approximations = list(pred.approximations)
     write_json(workdir / "views.json", {
         "predicted": _table_json(pred.table), "configured": _table_json(configured),
         "filtered": _table_json(qmp.filtered_features), "predicted_filtered": _table_json(pred.filtered),

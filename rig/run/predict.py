@@ -32,6 +32,8 @@ class Prediction:
     note: str = ""
     #: the predicted QMP ``filtered-features`` (None when the model does not say)
     filtered: CpuidTable | None = None
+    #: sentences naming model inputs that are approximate (e.g. no exact KVM policy for the kernel)
+    approximations: tuple[str, ...] = ()
 
 
 #: fn(case, qemu_version, expansion) -> (configured table, filtered features or None)
@@ -57,6 +59,14 @@ def _find_model() -> tuple[ViewsFn | None, str]:
     return _table_only(fn), ""
 
 
+def _approximations(case: Case) -> tuple[str, ...]:
+    try:
+        from ..qemu.casepredict import case_approximations
+    except ImportError:
+        return ()
+    return case_approximations(case)
+
+
 class Predictor:
     """One per run: resolves the model once."""
 
@@ -75,6 +85,6 @@ class Predictor:
             return Prediction(None, self._why)
         try:
             table, filtered = self._fn(case, qemu_version, expansion)
-            return Prediction(table, filtered=filtered)
+            return Prediction(table, filtered=filtered, approximations=_approximations(case))
         except RigError as e:
             return Prediction(None, f"no prediction: {e}")

@@ -37,7 +37,7 @@ class Progress:
     def line(self) -> str:
         frac = self.done / self.total if self.total else 1.0
         filled = int(frac * BAR)
-        counts = " ".join(f"{v} {self.verdicts[v]}" for v in ("pass", "expected", "fail", "error") if self.verdicts[v])
+        counts = " ".join(f"{v} {self.verdicts[v]}" for v in ("pass", "approximate", "expected", "fail", "error") if self.verdicts[v])
         rate = self.rate()
         left = self.total - self.done
         eta = f" ETA {left / rate * 60:.0f}s" if rate and left else ""

@@ -6,7 +6,9 @@ Verdicts:
 * ``expected`` -- only expected differences (known bugs, host quirks, or an
   outcome listed as a known issue), none in the matrix's ``fail_on``;
 * ``fail``     -- at least one unexpected finding or outcome (listed in ``unexpected``);
-* ``error``    -- the rig itself failed on this case (``rig-error``; a bug or setup problem).
+* ``error``    -- the rig itself failed on this case (``rig-error``; a bug or setup problem);
+* ``approximate`` -- would be ``pass``, but the prediction used an approximate model
+  input (``approximations`` says which and how to get the exact one).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..compare.threeway import Finding, IssueRef
 from ..matrix.model import Case
 
 RESULT_FORMAT = "rig-result/1"
-VERDICTS = ("pass", "expected", "fail", "error")
+VERDICTS = ("pass", "approximate", "expected", "fail", "error")
 #: outcomes that are complete results (everything else is an outcome class of its own)
 GOOD_OUTCOMES = ("ok", "simulated")
 
@@ -41,6 +43,8 @@ class CaseResult:
     finished_at: str = ""
     #: case directory relative to the run directory
     artifacts: str = ""
+    #: approximate model inputs of the prediction (rig.run.predict.Prediction.approximations)
+    approximations: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -54,6 +58,8 @@ class CaseResult:
             "findings": [f.to_json() for f in self.findings], "words": self.words,
             "finished_at": self.finished_at, "artifacts": self.artifacts,
         }
+        if self.approximations:
+            d["approximations"] = list(self.approximations)
         if self.outcome_issue:
             d["outcome_issue"] = {"id": self.outcome_issue.id, "title": self.outcome_issue.title,
                                   "link": self.outcome_issue.link}
@@ -70,6 +76,7 @@ class CaseResult:
             qemu_version=d.get("qemu_version"), outcome_issue=IssueRef(oi["id"], oi["title"], oi["link"]) if oi else None,
             words={k: list(v) for k, v in d.get("words", {}).items()}, quirk=d.get("quirk"),
             finished_at=d.get("finished_at", ""), artifacts=d.get("artifacts", ""),
+            approximations=list(d.get("approximations", [])),
         )
 
 
@@ -86,6 +93,8 @@ def judge(result: CaseResult, fail_on: Iterable[str]) -> CaseResult:
         result.verdict = "fail"
     elif result.findings or result.outcome not in GOOD_OUTCOMES:
         result.verdict = "expected"
+    elif result.approximations:
+        result.verdict = "approximate"
     else:
         result.verdict = "pass"
     return result

@@ -1,8 +1,9 @@
-"""Import round trip: Debian's linux-source packages reproduce the committed policy files exactly.
+"""Import round trip: Debian's sources reproduce the committed policy files exactly.
 
 The trees are fetched by the test itself (rig.policy.source: apt-get download
-with the rig's private apt configuration, only the needed files streamed out,
-cached under $RIG_CACHE_DIR/kernel-source).  Every imported step's source line
+of linux-source-SERIES, or apt-get source --download-only of the source package
+linux for 6.17/6.18, with the rig's private apt configurations; only the needed
+files extracted, cached under $RIG_CACHE_DIR/kernel-source).  Every imported step's source line
 is also checked against the tree: the cited line must hold the statement the
 step was read from.
 """
@@ -17,7 +18,7 @@ import pytest
 
 from rig.images.debian import DebianError
 from rig.policy.importer import import_tree
-from rig.policy.source import POLICY_SERIES, SourceError, fetch_source
+from rig.policy.source import POLICY_SERIES, SOURCE_PACKAGE_SERIES, SourceError, fetch_source, fetch_source_package
 
 pytestmark = [pytest.mark.slow, pytest.mark.oracle]
 
@@ -25,12 +26,16 @@ _OP_CALL = {"init": "kvm_cpu_cap_init", "mask": "kvm_cpu_cap_mask", "init_kvm_de
             "set": "kvm_cpu_cap_set", "clear": "kvm_cpu_cap_clear", "check_and_set": "kvm_cpu_cap_check_and_set"}
 
 
-@pytest.fixture(scope="module", params=POLICY_SERIES)
+@pytest.fixture(scope="module", params=[*POLICY_SERIES, *SOURCE_PACKAGE_SERIES])
 def source(request):
     """The exact package version the committed policy was imported from (newer uploads need a re-import)."""
     committed = json.loads(resources.files("rig.policy").joinpath(f"data/linux-{request.param}.json").read_text())
     version = committed["source"]["package_version"]
     try:
+        if request.param in SOURCE_PACKAGE_SERIES:
+            s = fetch_source_package(SOURCE_PACKAGE_SERIES[request.param])
+            assert s.package_version == version
+            return s
         return fetch_source(request.param, version=version)
     except (SourceError, DebianError) as e:
         pytest.skip(f"linux-source-{request.param}={version} not fetchable here ({e}); if Debian superseded it, "
@@ -76,6 +81,9 @@ def test_macro_era_matches_the_tree(source, imported):
     assert (pol.era == "cap_init") == ("#define SYNTHESIZED_F" in cpuid_c or "#define PASSTHROUGH_F" in cpuid_c)
     # the TSA bits: SYNTHESIZED_F in the 6.14+ era, check_and_set backports in 6.1/6.12
     tsa = [s for s in pol.common if "TSA_SQ_NO" in (s.feature or "") or any(f == "TSA_SQ_NO" for _, f in s.features)]
+    if "TSA_SQ_NO" not in cpuid_c:
+        assert not tsa and source.series == "5.10"  # bullseye's 5.10.223 has no KVM TSA bits
+        return
     assert tsa, "Debian's trees carry the TSA bits"
     if pol.era == "cap_init":
         assert ("SYNTHESIZED_F", "TSA_SQ_NO") in tsa[0].features
@@ -86,10 +94,90 @@ def test_macro_era_matches_the_tree(source, imported):
 def test_cli_fetch_and_import_as_a_user_runs_them(source, tmp_path, capsys):
     from rig.cli import main
 
-    assert main(["policy", "fetch", source.series, "--package-version", source.package_version]) == 0
+    if source.package == "linux":  # a source package: fetched by upstream version
+        assert main(["policy", "fetch", source.package_version.split("-")[0]]) == 0
+    else:
+        assert main(["policy", "fetch", source.series, "--package-version", source.package_version]) == 0
     out = capsys.readouterr().out
     assert str(source.tree) in out and source.package_version in out
     dest = tmp_path / f"linux-{source.series}.json"
     assert main(["policy", "import", str(source.tree), "-o", str(dest)]) == 0
     committed = resources.files("rig.policy").joinpath(f"data/linux-{source.series}.json").read_text()
     assert dest.read_text() == committed
+
+
+def test_source_package_provenance_is_recorded(source, imported):
+    """6.17/6.18: the orig tarball's SHA256 (checked against the signed Sources index) and the patch check."""
+    if source.package != "linux":
+        pytest.skip("a linux-source package (Debian patches already applied)")
+    src = imported.source
+    assert src["orig"] == f"linux_{src['kernel_version']}.orig.tar.xz" and len(src["orig_sha256"]) == 64
+    assert "debian/patches" in src["debian_patches"] or "not checked" in src["debian_patches"]
+    assert (source.tree / "Makefile").exists()
+
+
+def test_debian_patch_check_on_a_real_debian_tarball(tmp_path):
+    """The archive serves linux 6.16.3-1~bpo13+1's debian.tar.xz (not its orig tarball): its 78-patch series
+    modifies none of the importer's KVM/CPU files, and version.patch does modify the top Makefile."""
+    from rig.policy.source import patches_touching, source_archive
+
+    try:
+        got = source_archive().source_files("linux", "6.16.3-1~bpo13+1", dest=tmp_path)
+    except DebianError as e:
+        pytest.skip(f"linux 6.16.3-1~bpo13+1 not listed here: {e}")
+    sha, path = got["linux_6.16.3-1~bpo13+1.debian.tar.xz"]
+    if path is None:
+        pytest.skip("the archive does not serve linux_6.16.3-1~bpo13+1.debian.tar.xz")
+    hits, n = patches_touching(path)
+    assert n > 50 and hits == []
+    assert "debian/version.patch" in patches_touching(path, ("Makefile",))[0]
+
+
+def test_import_from_git_revisions_without_checkout(tmp_path, capsys):
+    """Two real trees (Debian's 6.17.8 and 6.18.15 sources) committed as tags v6.17.8 / v6.18.15 of a git repo whose
+    work tree then holds neither: `rig policy import REPO --rev TAG` reproduces each committed policy byte for byte
+    and leaves the work tree, index and HEAD as they were."""
+    import shutil
+    import subprocess
+
+    from rig.cli import main
+
+    try:
+        trees = {v: fetch_source_package(v) for v in ("6.17.8", "6.18.15")}
+    except (SourceError, DebianError) as e:
+        pytest.skip(f"Debian source packages not fetchable here: {e}")
+    repo = tmp_path / "linux"
+    repo.mkdir()
+
+    def git(*a):
+        return subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.invalid")
+    git("config", "user.name", "t")
+    for v, s in trees.items():
+        for p in list(repo.iterdir()):
+            if p.name != ".git":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        shutil.copytree(s.tree, repo, dirs_exist_ok=True)
+        git("add", "-A")
+        git("commit", "-q", "-m", v)
+        git("tag", f"v{v}")
+    (repo / "arch/x86/kvm/cpuid.c").write_text("local edit, not committed\n")  # the work tree must not be read
+    head, status = git("rev-parse", "HEAD"), git("status", "--porcelain")
+    for v in trees:
+        series = ".".join(v.split(".")[:2])
+        out = tmp_path / f"linux-{series}.json"
+        assert main(["policy", "import", str(repo), "--rev", f"v{v}", "-o", str(out)]) == 0
+        got = json.loads(out.read_text())
+        committed = json.loads(resources.files("rig.policy").joinpath(f"data/linux-{series}.json").read_text())
+        assert got["source"]["git_rev"] == f"v{v}" and len(got["source"]["git_commit"]) == 40
+        for k in ("package", "package_version", "suite", "kind", "orig", "orig_sha256", "debian_tar", "debian_patches",
+                  "git_rev", "git_commit"):
+            got["source"].pop(k, None)
+            committed["source"].pop(k, None)
+        assert got == committed, v
+    assert git("rev-parse", "HEAD") == head and git("status", "--porcelain") == status
+    capsys.readouterr()
+    assert main(["policy", "import", str(repo), "--rev", "v9.99"]) == 2
+    assert "no revision 'v9.99'" in capsys.readouterr().err

@@ -82,7 +82,8 @@ def test_predict_writes_a_table(capsys, tmp_path):
     (["policy", "check", "--profile", ROME73, "--param", "nested=0"], "name the module"),
     (["policy", "check", "--profile", ROME73, "--param", "kvm_amd.nested"], "expected MODULE.PARAM=VALUE"),
     (["policy", "check", "--profile", ROME73, "--kernel", "4.19"], "no policy at or below kernel 4.19"),
-    (["policy", "check", "--profile", ROME73, "--kernel", "banana"], "not understood"),
+    (["policy", "check", "--profile", ROME73, "--kernel", "banana"], "neither a policy name nor a kernel version"),
+    (["policy", "diff", "7.3", "7.3-tsa-prefx"], "did you mean 7.3-tsa-prefix?"),
     (["policy", "check", "--profile", "/nonexistent.json"], "cannot read"),
     (["policy", "import", "/tmp"], "not a kernel source tree"),
 ])
@@ -134,3 +135,41 @@ def test_check_known_differences_pass_only_with_allow_known(capsys, tmp_path):
     rc, out, _ = run(capsys, "policy", "check", "--profile", ROME73, "--param", "kvm_amd.npt=0", "--known", str(known),
                      "--allow-known")
     assert rc == 1 and "DIFFERS" in out  # NPT is not covered by the file
+
+
+def test_no_command_approximates_silently(capsys, tmp_path, monkeypatch):
+    """6.14 has no policy: explain, check, predict and diff all say APPROXIMATE, name linux-6.12 and the command
+    that gets the exact one; 6.12.57 (same series as the imported 6.12.117) and 7.3 do not."""
+    monkeypatch.setenv("RIG_CACHE_DIR", str(tmp_path))  # empty user store
+    want = ("APPROXIMATE", "linux-6.12", "rig policy get 6.14")
+    rc, out, err = run(capsys, "policy", "explain", "TSA_SQ_NO", "--profile", ROME73, "--kernel", "6.14")
+    assert rc == 0 and all(w in out for w in want)
+    rc, out, err = run(capsys, "policy", "check", "--profile", ROME73, "--kernel", "6.14")
+    assert all(w in out for w in want)
+    rc, out, err = run(capsys, "policy", "predict", "--profile", ROME73, "--kernel", "6.14")
+    assert rc == 0 and all(w in err for w in want)
+    rc, out, err = run(capsys, "policy", "diff", "6.14", "7.3")
+    assert rc == 0 and all(w in out for w in want)
+    for exact in ("6.12.57", "7.3"):
+        rc, out, err = run(capsys, "policy", "check", "--profile", ROME73, "--kernel", exact)
+        assert "APPROXIMATE" not in out + err, exact
+    # the hand-written 6.16 stand-in is approximate too, even when named
+    rc, out, err = run(capsys, "policy", "predict", "--profile", ROME73, "--kernel", "6.16")
+    assert "APPROXIMATE" in err and "linux-6.17" in err
+
+
+def test_user_store_sits_beside_the_shipped_policies(capsys, tmp_path, monkeypatch):
+    """A policy imported with --store is found by version; it never replaces a shipped one."""
+    from importlib import resources
+
+    monkeypatch.setenv("RIG_CACHE_DIR", str(tmp_path))
+    d = json.loads(resources.files("rig.policy").joinpath("data/linux-6.12.json").read_text())
+    d["version"] = "6.14"
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "linux-6.14.json").write_text(json.dumps(d))
+    rc, out, _ = run(capsys, "policy", "list")
+    assert "linux-6.14" in out and "linux-7.3 " in out
+    rc, out, err = run(capsys, "policy", "check", "--profile", ROME73, "--kernel", "6.14.2")
+    assert "policy linux-6.14 for kernel 6.14.2" in out and "APPROXIMATE" not in out + err
+    rc, _, err = run(capsys, "policy", "import", "/nonexistent", "--store")
+    assert rc == 2 and "no such directory" in err

@@ -23,8 +23,9 @@ def test_version_order_and_selection():
     e, why = select("6.13")
     assert e.name == "6.12" and "nearest not newer" in why
     assert select("7.5")[0].name == "7.3"
+    assert select("5.15")[0].name == "5.10" and "APPROXIMATE" in select("5.15")[1]
     with pytest.raises(PolicyError, match="no policy at or below"):
-        select("5.15")
+        select("5.4")
 
 
 def test_imported_policies_describe_their_era():
