@@ -154,14 +154,14 @@ class OracleResult:
     name: str
     policy: str
     words: int = 0
-    #: the policy was imported for the profile's kernel series (False: the nearest one stood in for it)
-    exact: bool = True
-    #: how the policy was chosen (rig.policy.store.select's explanation)
-    why: str = ""
     bits: int = 0
     differences: list = field(default_factory=list)  # rig.policy.Difference
     known: list = field(default_factory=list)  # differences explained by known-differences data
     error: str | None = None
+    #: the policy was imported for the profile's kernel series (False: another one stood in for it)
+    exact: bool = True
+    #: how the policy was chosen (rig.policy.store.PolicyChoice.why)
+    why: str = ""
 
     @property
     def ok(self) -> bool:
