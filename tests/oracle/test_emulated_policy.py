@@ -100,3 +100,23 @@ def test_reload_equals_fresh_boot(oracle_captures):
     assert fresh.profile.kvm.emulated_entries == reloaded.kvm.emulated_entries
     assert fresh.profile.kvm.modules == reloaded.kvm.modules
     assert fresh.profile.raw == reloaded.raw and fresh.profile.kernel.flags == reloaded.kernel.flags
+
+
+@pytest.mark.parametrize("kernel", load_matrix().kernels)
+def test_policy_check_cli_agrees_for_an_l1_profile_of_each_series(oracle_captures, kernel, tmp_path, capsys):
+    """`rig policy check --profile L1PROFILE` as a user runs it: full agreement (exit 0) for each series."""
+    from rig.cli import main
+    from rig.policy.store import resolve_policy
+
+    host = next(h for h in HOSTS if h == f"EPYC-Milan@{kernel}")
+    p = _captured(oracle_captures, host)
+    path = tmp_path / "l1.json"
+    p.save(path)
+    choice = resolve_policy(p.kernel.release)
+    rc = main(["policy", "check", "--profile", str(path)])
+    out = capsys.readouterr().out
+    if not choice.exact:
+        assert "APPROXIMATE" in out
+        pytest.skip(f"no KVM policy imported for {p.kernel.release}: {choice.why}")
+    assert rc == 0, out
+    assert f"policy linux-{kernel} for kernel {p.kernel.release}" in out and "full agreement" in out
