@@ -243,7 +243,8 @@ def available_kernels(archive: DebianArchive | None = None) -> list[str]:
     return [r for r in _releases(names, recipe.flavour) if _layout_for(r, name_set, recipe)]
 
 
-def choices(version: str = "newest", archive: DebianArchive | None = None) -> list[KernelChoice]:
+def choices(version: str = "newest", archive: DebianArchive | None = None, *,
+            limit: int | None = None) -> list[KernelChoice]:
     """Every release matching ``version`` with KVM modules, newest first, with the package versions to fetch
     (needs the apt lists).  A request matching nothing is a :class:`KernelError` listing what exists."""
     recipe = load_recipe()
@@ -268,6 +269,8 @@ def choices(version: str = "newest", archive: DebianArchive | None = None) -> li
         else:
             key = cache.digest(["kernel", recipe.flavour, *(f"{n}={v}" for n, v, _ in pkgs)])
             out.append(KernelChoice(release, lay[0], tuple(pkgs), key))
+            if limit is not None and len(out) >= limit:
+                break
             continue
         tried.append(release)
     if out:
@@ -284,7 +287,7 @@ def choices(version: str = "newest", archive: DebianArchive | None = None) -> li
 
 def resolve(version: str = "newest", archive: DebianArchive | None = None) -> KernelChoice:
     """The newest release matching ``version`` (see :func:`choices`)."""
-    return choices(version, archive)[0]
+    return choices(version, archive, limit=1)[0]
 
 
 def series_summary(releases: list[str]) -> str:
