@@ -257,22 +257,24 @@ def choices(version: str = "newest", archive: DebianArchive | None = None, *,
         if not matches(release, version, recipe):
             continue
         lay = _layout_for(release, name_set, recipe)
-        if lay is None:
+        c = _choice(release, lay, archive, recipe) if lay else None
+        if c is None:
             tried.append(release)
             continue
-        pkgs = []
-        for name in lay[1]:
-            vs = archive.versions(name)
-            if not vs:
-                break
-            pkgs.append((name, vs[0].version, vs[0].suite))
-        else:
-            key = cache.digest(["kernel", recipe.flavour, *(f"{n}={v}" for n, v, _ in pkgs)])
-            out.append(KernelChoice(release, lay[0], tuple(pkgs), key))
-            if limit is not None and len(out) >= limit:
-                break
-            continue
-        tried.append(release)
+        out.append(c)
+        if limit is not None and len(out) >= limit:
+            break
+    m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", version)
+    if not out and m and int(m.group(3)) > 0:
+        # 5.10 and 6.1 releases carry an ABI number (6.1.0-50), the upstream version is the package's
+        for release in _releases(names, recipe.flavour):
+            key = release_key(release)
+            if key is None or (key.major, key.minor, key.patch) != (int(m.group(1)), int(m.group(2)), 0):
+                continue
+            lay = _layout_for(release, name_set, recipe)
+            c = _choice(release, lay, archive, recipe) if lay else None
+            if c is not None and c.packages[0][1].split(":")[-1].startswith(version + "-"):
+                out.append(c)
     if out:
         return out
     detail = f" (in the archive without their modules package: {', '.join(tried[:4])})" if tried else ""
@@ -283,6 +285,19 @@ def choices(version: str = "newest", archive: DebianArchive | None = None, *,
         hint="ask for a series (e.g. 6.16: its newest point release) or an exact release; "
              "`rig images kernels` lists every release",
     )
+
+
+def _choice(release: str, lay: tuple[str, tuple[str, ...]], archive: DebianArchive,
+            recipe: KernelRecipe) -> KernelChoice | None:
+    """The packages of ``release`` in layout ``lay`` with their newest versions (None when one is not listed)."""
+    pkgs = []
+    for name in lay[1]:
+        vs = archive.versions(name)
+        if not vs:
+            return None
+        pkgs.append((name, vs[0].version, vs[0].suite))
+    key = cache.digest(["kernel", recipe.flavour, *(f"{n}={v}" for n, v, _ in pkgs)])
+    return KernelChoice(release, lay[0], tuple(pkgs), key)
 
 
 def resolve(version: str = "newest", archive: DebianArchive | None = None) -> KernelChoice:

@@ -125,3 +125,12 @@ def test_listed_but_gone_releases_are_skipped_for_a_series_and_errors_for_an_exa
     with pytest.raises(k.KernelError) as e:
         k.fetch_kernel("5.10", GoneArchive())
     assert "tried 5.10.0-43-cloud-amd64, 5.10.0-32-cloud-amd64" in str(e.value)
+
+
+def test_upstream_version_of_an_abi_named_release_picks_it_by_package_version():
+    """5.10/6.1 releases are named by ABI (5.10.0-43); `5.10.251` means the one built from linux 5.10.251."""
+    a = ListedArchive()
+    assert k.resolve("5.10.251", a).release == "5.10.0-43-cloud-amd64"
+    assert k.resolve("5.10.223", a).release == "5.10.0-32-cloud-amd64"
+    with pytest.raises(k.KernelError, match="'5.10.999'"):
+        k.resolve("5.10.999", a)
