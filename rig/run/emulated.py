@@ -18,6 +18,7 @@ from ..compare.known import case_fields, match_outcome
 from ..compare.threeway import IssueRef, compare
 from ..cpuid.table import CpuidTable
 from ..emulate.host import KVMRUN_MACHINE
+from ..emulate.l2 import feature_registers
 from ..errors import RigError
 from ..matrix.model import Case
 from ..qemu.launcher import classify
@@ -48,21 +49,6 @@ def kvm_prediction(profile: Any) -> tuple[CpuidTable | None, str, tuple[str, ...
         return predict_supported(profile, choice.policy).table, "", approx
     except RigError as e:
         return None, f"no KVM prediction: {e}", ()
-
-
-def feature_registers(table: CpuidTable | None) -> CpuidTable | None:
-    """``table`` restricted to the registers that hold named features (the catalogue's words): the scope of
-    a kvmrun case, as QEMU's feature-words are for a QEMU case (sizes, topology, brand are not predicted)."""
-    if table is None:
-        return None
-    from ..cpuid.catalogue import catalogue
-
-    out = CpuidTable()
-    for leaf, sub, reg in catalogue().words():
-        v = table.reg(leaf, sub, reg)
-        if v is not None:
-            out.set_reg(leaf, sub, reg, v)
-    return out
 
 
 def l2_prediction(case: Case, machine: str, profile: Any) -> tuple[CpuidTable | None, str]:

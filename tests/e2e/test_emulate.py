@@ -173,3 +173,31 @@ def test_cli_emulate_bad_param_is_one_line_error():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.startswith("rig: error: KVM parameter 'bogus' is not MODULE.NAME=VALUE")
+
+
+def test_kvmrun_guest_reads_kvm_supported_cpuid_as_it_is(host):
+    """L2 without QEMU (guests/l1/kvmrun.c): the probe's CPUID equals L1's KVM_GET_SUPPORTED_CPUID on every
+    feature register, in every CPU mode (runtime bits OSXSAVE/OSPKE excepted), and the CPUID kvmrun set
+    (its stderr) is that table."""
+    from rig.emulate.l2 import feature_registers
+
+    r = host.run_probe("host", "kvmrun", timeout=60)
+    assert r.probe_ok, r.stderr[-500:]
+    sup = host.profile.kvm.supported
+    check = l2_check(host.profile, r, feature_registers(sup))
+    assert check.modes == ["long64", "prot32"] and check.words > 20
+    assert check.guest_vs_configured == [] and check.configured_not_supported == [], check.summary()
+    set_lines = [ln.split() for ln in r.stderr.splitlines() if ln.startswith("cpuid ")]
+    assert len(set_lines) == len(sup.entries)
+    for _, leaf, sub, *regs in set_lines:
+        got = sup.get(int(leaf, 16), int(sub, 16))
+        assert got is not None and [got.eax, got.ebx, got.ecx, got.edx] == [int(x, 16) for x in regs], (leaf, sub)
+
+
+def test_cli_emulate_kvmrun(tmp_path):
+    out = tmp_path / "p.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rig", "host", "emulate", "--cpu", "EPYC-Rome", "--kernel", "6.1", "-o", str(out),
+         "--l2-cpu", "host", "--machine", "kvmrun"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "L2 -cpu host: probe ok" in proc.stdout and "differ" not in proc.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rig.cpuid.catalogue import catalogue
 from rig.cpuid.table import CpuidTable
-from rig.run.emulated import feature_registers
+from rig.emulate.l2 import feature_registers
 
 
 def test_feature_registers_keep_the_catalogues_words_only():
