@@ -47,6 +47,8 @@ KVM_MODULE_NAMES = ("kvm", "kvm_amd", "kvm_intel", "irqbypass")
 KVMRUN_MACHINE = "kvmrun"
 #: seconds the rig waits beyond an L2 case's own timeout (L1 kills L2 at the timeout)
 L2_MARGIN = 30.0
+#: times an L2 case is sent when L1 reports its arguments arrived garbled (nothing ran then)
+L2_SEND_ATTEMPTS = 3
 
 
 class EmulateError(RigError):
@@ -444,14 +446,24 @@ class EmulatedHost:
         for a in qemu_args:
             if not a or "\n" in a or "\r" in a:
                 raise EmulateError(f"L2 QEMU argument {a!r}: empty arguments and line breaks cannot be passed to L1")
-        self._case += 1
-        cid = self._case
         verb = "run" if program == "qemu" else "kvmrun"
-        msg = f"{verb} {cid} {tmo} {1 if qmp else 0}\n" + "".join(a + "\n" for a in qemu_args) + "\n"
-        t0 = time.monotonic()
-        self._send(msg.encode())
+        body = "".join(a + "\n" for a in qemu_args).encode()
         budget = tmo + L2_MARGIN
-        deadline = t0 + budget
+        garbled: list[str] = []
+        while True:
+            self._case += 1
+            cid = self._case
+            t0 = time.monotonic()
+            deadline = t0 + budget
+            self._send(f"{verb} {cid} {tmo} {1 if qmp else 0} {len(body)}\n".encode() + body + b"\n")
+            ack = self._wait_frame(f"case/{cid}/args", deadline, f"L2 case {cid} was not acknowledged", budget)
+            if not ack.lines or not ack.lines[0].startswith("garbled"):
+                break
+            # L1 received other argument bytes than sent (the serial line lost some): nothing ran; send again
+            garbled.append(ack.lines[0])
+            if len(garbled) >= L2_SEND_ATTEMPTS:
+                raise self._fail(f"L2 case arguments garbled on the data channel {len(garbled)} times "
+                                 f"({'; '.join(garbled)})")
         replies: dict = {}
         errors: list[str] = []
         if qmp:

@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -201,3 +202,13 @@ def test_cli_emulate_kvmrun(tmp_path):
          "--l2-cpu", "host", "--machine", "kvmrun"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "L2 -cpu host: probe ok" in proc.stdout and "differ" not in proc.stdout
+
+
+def test_garbled_case_arguments_are_refused_by_l1(host):
+    """L1 checks the announced byte count of an L2 case's arguments and runs nothing when bytes were lost
+    (run_l2 then sends the case again); here the count is wrong on purpose."""
+    host._send(b"run 9999 10 0 12\n-M\nmicrovm\n\n")  # 11 argument bytes, 12 announced
+    ack = host._wait_frame("case/9999/args", time.monotonic() + 60, "no acknowledgement", 60)
+    assert list(ack.lines) == ["garbled 11 12"]
+    r = host.run_probe("qemu64", L2_MACHINE, timeout=60)  # the channel is still in step
+    assert r.probe_ok
