@@ -203,7 +203,8 @@ class DebianArchive:
             raise DebianError(f"apt-get download {spec} produced no .deb in {dest}")
         return max(new, key=lambda p: p.stat().st_mtime)
 
-    def source_files(self, package: str, version: str, *, dest: Path) -> dict[str, tuple[str, Path | None]]:
+    def source_files(self, package: str, version: str, *, dest: Path,
+                     diff_only: bool = False) -> dict[str, tuple[str, Path | None]]:
         """``apt-get source --download-only PACKAGE=VERSION`` (a ``deb-src`` archive) into ``dest``.
 
         Returns every file the Sources index lists for that version, mapped to
@@ -222,14 +223,14 @@ class DebianArchive:
         wanted = {}
         for line in listing.splitlines():
             m = re.match(r"^'[^']+'\s+(\S+)\s+\d+\s+SHA256:([0-9a-f]{64})", line)
-            if m:
+            if m and (not diff_only or re.search(r"\.(debian\.tar\.\w+|diff\.gz)$", m.group(1))):
                 wanted[m.group(1)] = m.group(2)
         if not wanted:
             raise DebianError(f"apt-get source --print-uris {spec}: no files listed")
         missing = [n for n in wanted if not (dest / n).exists()]
         if missing:
-            subprocess.run(["apt-get", *self._options(), "-qq", "source", "--download-only", spec], cwd=dest,
-                           capture_output=True, text=True)
+            subprocess.run(["apt-get", *self._options(), "-qq", "source", "--download-only",
+                            *(["--diff-only"] if diff_only else []), spec], cwd=dest, capture_output=True, text=True)
         out: dict[str, tuple[str, Path | None]] = {}
         for name, sha in wanted.items():
             p = dest / name

@@ -14,10 +14,15 @@ Public API (used by other layers and by the emulated-host oracle; keep stable)::
     from rig.policy.store import select          # (entry, why) for a kernel version
 
 Policies are data (rig/policy/data): ``linux-VER.json`` imported from Debian's
-linux-source packages by ``rig policy import`` (:mod:`.importer`), the shared
-hand-written ``linux.overlay.json`` (hardware-setup rules of module parameters,
-meanings of C conditions the importer cannot translate), and hand-written
-variants such as ``linux-7.3-tsa-prefix.json`` (pre-fix SYNTHESIZED_F).
+sources by ``rig policy import`` (:mod:`.importer`; linux-source packages, or the
+source package ``linux`` for 6.17/6.18 (:mod:`.source`), or any git revision
+(:mod:`.gitsource`)), the shared hand-written ``linux.overlay.json``
+(hardware-setup rules of module parameters, meanings of C conditions the
+importer cannot translate), and hand-written variants: stand-ins for series with
+no source (``linux-6.16.json``, ``linux-6.19-tsa-fixed.json``: approximate) and
+what-ifs selected by name (``linux-7.3-tsa-prefix.json``).  User imports live in
+``<cache>/policies`` (:func:`.store.user_dir`, ``rig policy get``).
+:func:`resolve_policy` says whether a choice is exact (:class:`PolicyChoice`).
 """
 
 from __future__ import annotations

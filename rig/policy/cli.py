@@ -51,8 +51,14 @@ def _choice(version: str) -> PolicyChoice:
 
 def cmd_list(args: argparse.Namespace) -> int:
     for e in entries():
-        rng = f" (kernels {'.'.join(map(str, e.range[0][:2]))}..)" if e.range else ""
-        print(f"linux-{e.name:<18} {e.kind:<9} {e.description}{rng}")
+        rng = ""
+        if e.range:
+            lo, hi = e.range
+            rng = f" [stands in for kernels {lo[0]}.{lo[1]}..{hi[0]}.{hi[1]}]"
+        elif e.kind == "variant":
+            rng = " [by name only]"
+        store = " (user store)" if e.store == "user" else ""
+        print(f"linux-{e.name:<18} {e.kind:<9}{store} {e.description}{rng}")
     return 0
 
 
@@ -61,6 +67,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"{p.label}: {why}")
     print(f"  source      {p.source.get('package', '?')} {p.source.get('package_version', '')} "
           f"(kernel {p.source.get('kernel_version', '?')})")
+    for key, label in (("kind", "from"), ("orig", "orig"), ("orig_sha256", "orig sha256"),
+                       ("debian_patches", "patches"), ("git_rev", "git rev"), ("git_commit", "git commit")):
+        if p.source.get(key):
+            print(f"  {label:<11} {p.source[key]}")
     print(f"  era         {p.era}; SYNTHESIZED_F: {p.synthesized or 'n/a'}; /proc/cpuinfo names: {p.cpuinfo_rule}")
     print(f"  words       {sum(w.kernel for w in p.words.values())} kernel, "
           f"{sum(not w.kernel for w in p.words.values())} KVM-only; {len(p.features)} features, {len(p.bugs)} bugs")
@@ -191,6 +201,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if res.ok(strict=strict) else 1
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    from . import table
+
+    fmt = "csv" if args.csv else "html" if args.html else "text"
+    sys.stdout.write(table.render(table.policies(args.versions or None), fmt))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from . import table
+
+    prof = HostProfile.load(args.profile) if args.profile else None
+    print(table.history(args.feature, prof, _params(args.param)))
+    return 0
+
+
 def cmd_libvirt(args: argparse.Namespace) -> int:
     from ..host.importer import import_dump
     from .libvirt import agreement
@@ -265,6 +291,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("version_b", metavar="VER_B")
     common(x, profile_required=False)
     x.set_defaults(func=cmd_diff)
+    x = ps.add_parser("table", help="per CPUID feature bit: names and KVM's handling in each imported kernel")
+    x.add_argument("versions", nargs="*", metavar="VER", help="policies (default: every imported one)")
+    g = x.add_mutually_exclusive_group()
+    g.add_argument("--csv", action="store_true")
+    g.add_argument("--html", action="store_true")
+    x.set_defaults(func=cmd_table)
+    x = ps.add_parser("history", help="one feature across the imported kernels: the deciding rule, where it changed")
+    x.add_argument("feature", metavar="FEATURE")
+    common(x, profile_required=False)
+    x.set_defaults(func=cmd_history)
     x = ps.add_parser("libvirt", help="agreement of the model with libvirt cputestdata (-enabled/-disabled bits)")
     x.add_argument("dir", metavar="DIR", help="folder with libvirt x86_64-cpuid-*.xml files")
     x.add_argument("--kernel", metavar="VER", default="6.12", help="policy to use (default 6.12)")

@@ -62,7 +62,9 @@ def render(pred: Prediction, target: Target, selection: str) -> str:
 
 def _era(p: Policy) -> str:
     if p.era == "cap_init":
-        sem = {"fixed": "fixed SYNTHESIZED_F (features only if the kernel has the flag)",
-               "prefix": "pre-fix SYNTHESIZED_F (features |= bit unconditionally)"}.get(p.synthesized or "", "")
+        sem = {"fixed": "fixed SYNTHESIZED_F (features only if the kernel has the flag; fix: mainline 4b3b8a8b0df1, "
+                        "7.0-rc3)",
+               "prefix": "pre-fix SYNTHESIZED_F (features |= bit unconditionally, 31272abd5974 in 6.16 until the fix "
+                         "4b3b8a8b0df1 in 7.0-rc3)"}.get(p.synthesized or "", "")
         return "kvm_cpu_cap_init() (6.14+)" + (f", {sem}" if sem else "")
     return "kvm_cpu_cap_mask()/kvm_cpu_cap_init_kvm_defined() (before 6.14)"

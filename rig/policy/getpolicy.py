@@ -10,6 +10,7 @@ serves, or exactly ``VER`` when a full X.Y.Z is given).  The result is
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from ..images.debian import DebianError
@@ -19,8 +20,12 @@ from .source import SourceError, fetch_source, fetch_source_package, source_arch
 from .store import data_dir, entries, series_of, user_dir, version_key
 
 
+def _say(text: str) -> None:
+    print(f"rig policy get: {text}", file=sys.stderr, flush=True)
+
+
 def get_policy(version: str) -> tuple[Path, str]:
-    """(path of the policy file, how it was obtained)."""
+    """(path of the policy file, how it was obtained); progress on stderr."""
     version_key(version)  # validates
     series = series_of(version)
     for e in entries():
@@ -28,6 +33,7 @@ def get_policy(version: str) -> tuple[Path, str]:
             return e.path, f"linux-{series} is already {'shipped' if e.store == 'shipped' else 'in the user store'}"
     errors = []
     src = None
+    _say(f"looking for Debian's linux-source-{series} (download and extraction take about a minute)")
     try:
         src = fetch_source(series)
     except (SourceError, DebianError) as e:
@@ -41,6 +47,7 @@ def get_policy(version: str) -> tuple[Path, str]:
             errors.append(str(e))
         cands = [full] if full else sorted({v for v in listed if series_of(v) == series}, key=version_key, reverse=True)
         for up in cands:
+            _say(f"trying Debian's source package linux {up}")
             try:
                 src = fetch_source_package(up)
                 break
@@ -49,6 +56,7 @@ def get_policy(version: str) -> tuple[Path, str]:
     if src is None:
         raise PolicyError(f"no Debian source for kernel {series} could be had: " + "; ".join(errors[-2:]),
                           hint=f"import it from a kernel git clone: rig policy import KERNEL_TREE --rev v{series} --store")
+    _say(f"importing {src.package} {src.package_version}")
     pol = import_tree(src.tree)
     if (data_dir() / f"linux-{pol.version}.json").exists():
         raise PolicyError(f"linux-{pol.version} is shipped; not writing a user copy")

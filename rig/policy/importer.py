@@ -335,6 +335,14 @@ def parse_module_params(tree: _Tree) -> dict[str, dict[str, dict[str, str]]]:
             default = " ".join(d.group(1).split()) if d else "0"
             line = text.count("\n", 0, m.start()) + 1
             out[group].setdefault(var, {"module": module, "param": param, "default": default, "src": f"{rel}:{line}"})
+        # before 5.11 (svm.c): "static int npt = true; module_param(npt, ...)" and in hardware setup
+        # "if (npt_enabled && !npt) npt_enabled = false;" -- the variable the caps read follows that parameter
+        for m in re.finditer(r"\bif\s*\(\s*(?:(\w+)\s*&&\s*)?!\s*(\w+)\s*\)\s*(\w+)\s*=\s*false\s*;", text):
+            guard, param_var, var = m.groups()
+            if (guard in (None, var)) and param_var in out[group] and var not in out[group] and param_var != var:
+                line = text.count("\n", 0, m.start()) + 1
+                out[group][var] = {**out[group][param_var], "src": f"{out[group][param_var]['src']} ({rel}:{line}: "
+                                                                  f"{var} = false when !{param_var})"}
     return {g: dict(sorted(v.items())) for g, v in out.items()}
 
 

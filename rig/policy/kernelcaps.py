@@ -68,7 +68,13 @@ def signature(raw: CpuidTable) -> tuple[int, int, int]:
     return fam, model, step
 
 
-def facts(raw: CpuidTable) -> dict[str, bool]:
+#: IA32_ARCH_CAPABILITIES (MSR 0x10a) bits the rules read (Intel SDM vol. 4; msr-index.h)
+ARCH_CAP_MSR, ARCH_CAP_IBRS_ALL, ARCH_CAP_PBRSB_NO = 0x10A, 1 << 1, 1 << 24
+#: cpu_vuln_whitelist NO_EIBRS_PBRSB Intel models (family 6): Goldmont Plus, Tremont D, Tremont, Tremont L
+INTEL_NO_EIBRS_PBRSB = (0x7A, 0x86, 0x96, 0x9C)
+
+
+def facts(raw: CpuidTable, msrs: dict[int, int] | None = None) -> dict[str, bool]:
     vendor = raw.vendor or ""
     fam, model, _ = signature(raw)
     f = {
@@ -83,7 +89,11 @@ def facts(raw: CpuidTable) -> dict[str, bool]:
         "family_19h": fam == 0x19,
         "family_1ah": fam == 0x1A,
         "invariant_tsc": bool(raw.value(0x80000007, 0, "edx") >> 8 & 1) if raw.max_extended >= 0x80000007 else False,
+        "intel_no_eibrs_pbrsb": vendor == "GenuineIntel" and fam == 6 and model in INTEL_NO_EIBRS_PBRSB,
     }
+    arch_cap = (msrs or {}).get(ARCH_CAP_MSR, 0)
+    f["arch_cap_ibrs_all"] = bool(arch_cap & ARCH_CAP_IBRS_ALL)
+    f["arch_cap_pbrsb_no"] = bool(arch_cap & ARCH_CAP_PBRSB_NO)
     for g in range(1, 7):
         f[f"zen{g}"] = False
     if f["vendor_amd"]:
@@ -128,6 +138,8 @@ def _version_ok(rule: dict[str, Any], policy: Policy) -> bool:
     from .store import version_key
 
     v = version_key(policy.version)[:2]
+    if "kernels" in rule:
+        return any(version_key(lo)[:2] <= v and (hi is None or v <= version_key(hi)[:2]) for lo, hi in rule["kernels"])
     if rule.get("since") and v < version_key(rule["since"])[:2]:
         return False
     if rule.get("before") and v >= version_key(rule["before"])[:2]:
@@ -135,9 +147,20 @@ def _version_ok(rule: dict[str, Any], policy: Policy) -> bool:
     return True
 
 
+def profile_msrs(profile: HostProfile) -> dict[int, int]:
+    """MSRs a profile recorded (libvirt dumps: ``notes.msrs``), by index."""
+    out = {}
+    for k, v in (profile.notes.get("msrs") or {}).items():
+        try:
+            out[int(str(k), 0)] = int(str(v), 0)
+        except ValueError:
+            continue
+    return out
+
+
 def _apply_rules(policy: Policy, raw: CpuidTable, caps: KernelCaps, names: set[str] | None,
-                 cmdline: str | None = None) -> None:
-    fx = facts(raw)
+                 cmdline: str | None = None, msrs: dict[int, int] | None = None) -> None:
+    fx = facts(raw, msrs)
     words = (cmdline or "").split()
     fx["mitigations_off"] = "mitigations=off" in words
 
@@ -158,6 +181,8 @@ def _apply_rules(policy: Policy, raw: CpuidTable, caps: KernelCaps, names: set[s
         node = cond.parse(rule["when"], "assumed-caps.json")
         hit = cond.evaluate(node, value)
         span = "".join(f" [{k} {rule[k]}]" for k in ("since", "before") if rule.get(k))
+        if "kernels" in rule:
+            span += " [kernels " + ", ".join(f"{lo}..{hi or ''}" for lo, hi in rule["kernels"]) + "]"
         why = f"assumed: {rule['src']} ({rule['when']}){span}"
         for name in rule.get("set", []):
             if name not in policy.features or (names is not None and name not in names):
@@ -188,14 +213,14 @@ def kernel_caps(profile: HostProfile, policy: Policy) -> KernelCaps:
             caps = _from_flags(k, policy)
             caps.assumed.update(k.assumed_reasons)
             return caps
-        return derive(profile.raw, policy, k.cmdline)
+        return derive(profile.raw, policy, k.cmdline, profile_msrs(profile))
     caps = _from_flags(k, policy)
     caps.from_profile = True
     # flags /proc/cpuinfo does not show: assume them from raw CPUID and rules
     hidden = {n for n, f in policy.features.items() if f.kernel and not f.cpuinfo}
     hidden |= {f"bug:{n}" for n, b in policy.bugs.items() if not b.cpuinfo}
     _assume_hw(policy, profile.raw, caps, hidden)
-    _apply_rules(policy, profile.raw, caps, hidden, k.cmdline)
+    _apply_rules(policy, profile.raw, caps, hidden, k.cmdline, profile_msrs(profile))
     for n in list(caps.assumed):
         caps.assumed[n] += " -- hidden from /proc/cpuinfo on this kernel version"
     return caps
@@ -215,10 +240,10 @@ def _from_flags(k: KernelInfo, policy: Policy) -> KernelCaps:
     return caps
 
 
-def derive(raw: CpuidTable, policy: Policy, cmdline: str | None = None) -> KernelCaps:
+def derive(raw: CpuidTable, policy: Policy, cmdline: str | None = None, msrs: dict[int, int] | None = None) -> KernelCaps:
     caps = KernelCaps()
     _assume_hw(policy, raw, caps, None)
-    _apply_rules(policy, raw, caps, None, cmdline)
+    _apply_rules(policy, raw, caps, None, cmdline, msrs)
     return caps
 
 
@@ -229,7 +254,7 @@ def assume_kernel_caps(profile: HostProfile, policy: Policy) -> KernelInfo:
     names for flags that version hides); ``assumed_reasons`` says why each
     flag was assumed.
     """
-    caps = derive(profile.raw, policy, profile.kernel.cmdline)
+    caps = derive(profile.raw, policy, profile.kernel.cmdline, profile_msrs(profile))
     flags, reasons = [], {}
     for name in sorted(caps.features):
         f = policy.features[name]

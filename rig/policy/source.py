@@ -162,7 +162,7 @@ def fetch_source(series: str, archive: DebianArchive | None = None, *, version: 
         vs = [v for v in vs if v.version == version]
     if not vs:
         raise SourceError(f"no {package}{'=' + version if version else ''} in the configured Debian suites",
-                          hint="series with a linux-source package: 5.10 (bullseye), 6.1, 6.12, 7.x; for 6.17/6.18 the rig imports "
+                          hint="series with a linux-source package: 5.10 (bullseye), 6.1, 6.12, 7.x; for 6.17-6.19 the rig imports "
                           "the Debian source package (`rig policy get 6.18`)")
     pv = vs[0]
     key = cache.digest([KIND, package, pv.version, *FILES])
@@ -216,6 +216,32 @@ def patches_touching(debian_tar: Path, files: tuple[str, ...] = PATCH_CHECKED) -
         return hits, len(series)
 
 
+#: version of the Debian patch check recorded in a cached source-package tree (a new check rebuilds the entry)
+PATCH_CHECK = "patch-check-2"
+
+
+def _neighbour_patch_check(archive: DebianArchive, version: str, deb: str | None, dl: Path) -> str:
+    """When a version's own debian tarball is not served: the patch check on every one the archive does serve
+    (``apt-get source --diff-only`` of each listed version of ``linux``); the text recorded in the policy."""
+    served = []
+    for v in archive.versions("linux"):
+        if v.version == version:
+            continue
+        got = archive.source_files("linux", v.version, dest=dl / "diffs", diff_only=True)
+        for name, (_sha, path) in got.items():
+            if path is not None and name.endswith(".debian.tar.xz"):
+                hits, n = patches_touching(path)
+                served.append(f"{v.version} ({n} patches{': ' + ', '.join(hits) if hits else ''})")
+                if hits:
+                    raise SourceError(f"linux {v.version}: Debian patches modify files the importer reads: "
+                                      f"{', '.join(hits)}", hint="the orig tarball may differ from what Debian built")
+    own = f"not checked directly: the archive did not serve {deb or 'its debian tarball'}"
+    if not served:
+        return f"{own}, nor any other debian tarball of linux; the files are the upstream ones of the orig tarball"
+    return (f"{own}; the debian tarballs it serves, of linux {', '.join(served)}, modify none of the imported files "
+            "(top Makefile not checked: version string only)")
+
+
 def fetch_source_package(version: str, archive: DebianArchive | None = None) -> KernelSource:
     """The importer's files from Debian's *source* package ``linux`` whose upstream version is ``version``.
 
@@ -232,7 +258,8 @@ def fetch_source_package(version: str, archive: DebianArchive | None = None) -> 
         raise SourceError(f"kernel version {version!r} not understood (expected e.g. 6.18.15)")
     series = ".".join(version.split(".")[:2])
     for s in cached_sources():
-        if s.package == "linux" and s.package_version.split("-")[0] == version:
+        if s.package == "linux" and s.package_version.split("-")[0] == version and \
+                json.loads((s.tree.parent / "source.json").read_text()).get("check") == PATCH_CHECK:
             return s
     try:
         archive = archive or source_archive()
@@ -244,7 +271,7 @@ def fetch_source_package(version: str, archive: DebianArchive | None = None) -> 
         raise SourceError(f"no Debian source package linux={version}-* in {', '.join(archive.suites)}",
                           hint="`apt-cache madison linux` with the rig's deb-src configuration lists what exists")
     pv = vs[0]
-    key = cache.digest([KIND, "linux-src", pv.version, *FILES])
+    key = cache.digest([KIND, "linux-src", PATCH_CHECK, pv.version, *FILES])
     entry = cache.entry_dir(KIND, key)
     if cache.is_complete(entry):
         return _meta(entry)
@@ -265,8 +292,7 @@ def fetch_source_package(version: str, archive: DebianArchive | None = None) -> 
                        "debian_patches": f"none of the {n} patches in debian/patches/series modifies an imported file "
                        "(top Makefile not checked: version string only)"}
         else:
-            checked = {"debian_tar": deb, "debian_patches": "not checked: the archive did not serve "
-                       f"{deb or 'the debian tarball'}; the files are the upstream ones of the orig tarball"}
+            checked = {"debian_tar": deb, "debian_patches": _neighbour_patch_check(archive, pv.version, deb, Path(dl))}
         prefix = f"linux-{version}/"
         into = tmp / "tree"
         into.mkdir(parents=True)
@@ -277,7 +303,7 @@ def fetch_source_package(version: str, archive: DebianArchive | None = None) -> 
         (tmp / "source.json").write_text(json.dumps({
             "series": series, "package": "linux", "package_version": pv.version, "suite": pv.suite,
             "files": list(FILES), "kind": "Debian source package (apt-get source --download-only)",
-            "orig": orig, "orig_sha256": got[orig][0], **checked,
+            "orig": orig, "orig_sha256": got[orig][0], **checked, "check": PATCH_CHECK,
         }, indent=1) + "\n")
     return _meta(entry)
 
@@ -285,4 +311,4 @@ def fetch_source_package(version: str, archive: DebianArchive | None = None) -> 
 #: the Debian series the committed policies are imported from (linux-source-SERIES binary packages)
 POLICY_SERIES: tuple[str, ...] = ("5.10", "6.1", "6.12", "7.2", "7.3")
 #: series imported from Debian source packages (no linux-source binary package): series -> upstream version
-SOURCE_PACKAGE_SERIES: dict[str, str] = {"6.17": "6.17.8", "6.18": "6.18.15"}
+SOURCE_PACKAGE_SERIES: dict[str, str] = {"6.17": "6.17.8", "6.18": "6.18.15", "6.19": "6.19.11"}

@@ -106,9 +106,10 @@ def _entries_in(d: Path, store: str) -> list[Entry]:
                              data.get("description", ""), store))
         elif data.get("format") == FORMAT:
             src = data.get("source", {})
+            pkg = src.get("package", "?")
+            pkg = f"Debian source package {pkg}" if pkg == "linux" else pkg
             out.append(Entry(name, p, "imported", version_key(name),
-                             description=f"imported from {src.get('package', '?')} "
-                                         f"{src.get('package_version', '')}".strip(), store=store))
+                             description=f"imported from {pkg} {src.get('package_version', '')}".strip(), store=store))
     return out
 
 
@@ -147,13 +148,15 @@ def get_hint(version: str) -> str:
 
 
 def _parse_request(text: str, all_entries: list[Entry]) -> tuple[int, ...]:
+    """A kernel version or release (``uname -r``: any local suffix), unless it looks like a mistyped policy name."""
     t = text.strip()
     m = _VERSION.match(t)
     tail = t[m.end():] if m else t
-    if m and _RELEASE_TAIL.match(tail):
-        return version_key(t)
     names = [e.name for e in all_entries]
-    close = difflib.get_close_matches(t, names, n=3, cutoff=0.6)
+    close = [n for n in names if n.startswith(t) and tail] or difflib.get_close_matches(t, names, n=3, cutoff=0.6)
+    starts = any(n.startswith(t) for n in names) and bool(tail)  # "7.3-tsa": the start of a policy name
+    if m and not starts and (_RELEASE_TAIL.match(tail) or not difflib.get_close_matches(t, names, n=1, cutoff=0.8)):
+        return version_key(t)
     hint = (f"did you mean {' or '.join(close)}?" if close else
             f"policies: {', '.join(names)}; or a kernel version such as 6.12 or 6.12.57-cloud-amd64")
     raise PolicyError(f"{text!r} is neither a policy name nor a kernel version", hint=hint)

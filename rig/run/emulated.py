@@ -45,10 +45,20 @@ def kvm_prediction(profile: Any) -> tuple[CpuidTable | None, str, tuple[str, ...
     try:
         release = profile.kernel.release if profile.kernel else ""
         choice = resolve_policy(release)
-        approx = () if choice.exact else (f"KVM policy for L1 kernel {release}: {choice.approximation}",)
-        return predict_supported(profile, choice.policy).table, "", approx
+        return predict_supported(profile, choice.policy).table, "", tuple(kvm_approximations(profile))
     except RigError as e:
         return None, f"no KVM prediction: {e}", ()
+
+
+def kvm_approximations(profile: Any) -> list[str]:
+    """The policy's approximation sentence when L1's kernel has no exact KVM policy (the case is then 'approximate')."""
+    try:
+        from ..policy import resolve_policy
+
+        choice = resolve_policy(profile.kernel.release if profile.kernel else "")
+    except (ImportError, RigError):
+        return []
+    return [f"KVM policy: {choice.approximation}"] if choice.approximation else []
 
 
 def l2_prediction(case: Case, machine: str, profile: Any) -> tuple[CpuidTable | None, str]:

@@ -95,6 +95,8 @@ def judge(result: CaseResult, fail_on: Iterable[str]) -> CaseResult:
         result.verdict = "expected"
     elif result.approximations:
         result.verdict = "approximate"
+        missing = [f"APPROXIMATE: {a}" for a in result.approximations if a not in result.message]
+        result.message = "; ".join([result.message, *missing] if result.message else missing)
     else:
         result.verdict = "pass"
     return result

@@ -34,3 +34,17 @@ def test_predict_json_and_errors(qemu_binary: str) -> None:
     assert bad.returncode == 2 and "unknown CPU model 'Skylake-Servr'" in bad.stderr and "Traceback" not in bad.stderr
     bad = rig("qemu", "predict", "qemu64,+warp")
     assert bad.returncode == 2 and "no CPU feature 'warp'" in bad.stderr
+
+
+def test_predict_with_the_policy_model_says_when_it_is_approximate(qemu_binary: str) -> None:
+    from pathlib import Path
+
+    rome = str(Path(__file__).resolve().parents[1] / "unit/data/policy/oracle-profiles/EPYC-Rome@7.3.json")
+    r = rig("qemu", "predict", "EPYC-Rome", "--accel", "kvm", "--profile", rome, "--kernel", "6.14")
+    assert r.returncode == 0, r.stderr
+    assert "APPROXIMATE" in r.stderr and "linux-6.12" in r.stderr and "rig policy get 6.14" in r.stderr
+    assert "APPROXIMATE" in r.stdout  # the 'supported:' source line carries it too
+    exact = rig("qemu", "predict", "EPYC-Rome", "--accel", "kvm", "--profile", rome, "--kernel", "7.3.4")
+    assert exact.returncode == 0 and "APPROXIMATE" not in exact.stdout + exact.stderr
+    bad = rig("qemu", "predict", "EPYC-Rome", "--accel", "kvm", "--profile", rome, "--kernel", "7.3-tsa-prefx")
+    assert bad.returncode == 2 and "did you mean 7.3-tsa-prefix" in bad.stderr

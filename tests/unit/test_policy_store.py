@@ -98,3 +98,39 @@ def test_srso_flags_follow_kernel_version_and_mitigations_off(libvirt_data):
     assert not {"IBPB_BRTYPE", "SBPB"} & derive(prof.raw, p61, "quiet mitigations=off").features
     assert {"IBPB_BRTYPE", "SBPB"} <= derive(prof.raw, p73, "mitigations=off").features
     assert "SRSO" in derive(prof.raw, p61).bugs
+
+
+def test_every_imported_c_condition_has_a_meaning():
+    """Conditions the importer keeps as C (c("...")) must be given meaning by the overlay; otherwise the evaluator
+    takes them as false with a note -- fine for a user import, not for a shipped policy."""
+    import re
+
+    from rig.policy.store import entries
+
+    for e in entries():
+        if e.kind != "imported" or e.store != "shipped":
+            continue
+        pol = load_policy(e.name)
+        steps = list(pol.common) + [s for v in pol.vendors.values() for s in v]
+        atoms = {a for s in steps if s.cond for a in re.findall(r'c\("((?:[^"\\]|\\.)*)"\)', s.cond)}
+        missing = sorted(a for a in atoms if a not in pol.expressions)
+        assert not missing, (e.name, missing)
+
+
+@pytest.mark.parametrize("release,policy", [
+    ("6.12.57-cloud-amd64", "6.12"), ("7.3.4+deb13-cloud-amd64", "7.3"), ("5.10.0-32-cloud-amd64", "5.10"),
+    ("6.8.0-45-generic", "6.1"), ("5.14.0-427.13.1.el9_4.x86_64", "5.10"), ("6.6.1-arch1-1", "6.1"),
+    ("6.12-rc3", "6.12"), ("6.18.15+deb13-cloud-amd64", "6.18"), ("6.16.12+deb13-cloud-amd64", "6.16"),
+])
+def test_kernel_releases_select_a_policy(release, policy):
+    assert select(release)[0].name == policy
+
+
+@pytest.mark.parametrize("typo,suggestion", [("7.3-tsa-prefx", "7.3-tsa-prefix"), ("7.3-tsa", "7.3-tsa-prefix"),
+                                             ("6.19-tsa-fixd", "6.19-tsa-fixed"), ("7.3-tsa-prefix ", None)])
+def test_mistyped_policy_names_are_errors_with_suggestions(typo, suggestion):
+    if suggestion is None:  # surrounding blanks are not a typo
+        assert select(typo)[0].name == typo.strip()
+        return
+    with pytest.raises(PolicyError, match=f"did you mean {suggestion}"):
+        select(typo)
