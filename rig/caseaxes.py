@@ -222,4 +222,5 @@ def parse_machine(text: str) -> MachineSpec:
             raise CaseSpecError(f"machine {text!r}: unknown probe form {forced!r} (expected one of: "
                                 f"{', '.join(f.value for f in BootForm)})") from None
         return MachineSpec(base, form, True)
-    return MachineSpec(base, BootForm.PVH if base.startswith("microvm") else BootForm.BOOTSECTOR)
+    # kvmrun (an emulated host's L2 "machine" without QEMU) loads the PVH probe too
+    return MachineSpec(base, BootForm.PVH if base.startswith("microvm") or base == "kvmrun" else BootForm.BOOTSECTOR)

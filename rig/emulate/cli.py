@@ -12,7 +12,7 @@ from pathlib import Path
 from ..host.cli import summary
 from ..outfile import STDOUT, is_stdout
 from .host import EmulatedHost
-from .l2 import L2Result
+from .l2 import L2Result, feature_registers
 from .verify import l2_check
 
 
@@ -23,7 +23,8 @@ def _case_line(cpu: str, r: L2Result, host: EmulatedHost) -> str:
     if not r.probe_ok:
         err = next((s for s in r.stderr.splitlines() if "error" in s.lower()), r.stderr.strip()[-200:])
         return f"  L2 -cpu {cpu}: {status}: {err}"
-    check = l2_check(host.profile, r)
+    kvmrun = r.args == [] and host.profile is not None  # kvmrun: KVM's supported table as it is, no QEMU
+    check = l2_check(host.profile, r, feature_registers(host.profile.kvm.supported) if kvmrun else None)
     return f"  L2 -cpu {cpu}: {status} in {r.wall_seconds:.2f} s; {check.summary()}"
 
 
@@ -71,7 +72,9 @@ def add_host_subcommands(hs: argparse._SubParsersAction) -> None:
                    help="write the profile here (default or -: JSON on standard output)")
     p.add_argument("--l2-cpu", action="append", metavar="CPU",
                    help="also boot the probe as an L2 guest with this -cpu line; repeatable")
-    p.add_argument("--machine", default="microvm", help="L2 machine type (default microvm)")
+    p.add_argument("--machine", default="microvm",
+                   help="L2 machine type (default microvm); kvmrun: no QEMU, the probe in a bare KVM VM whose CPUID "
+                        "is KVM_GET_SUPPORTED_CPUID as it is (--l2-cpu host only)")
     p.add_argument("--l2-timeout", type=float, default=60, help="seconds per L2 case (default 60)")
     p.add_argument("--boot-timeout", type=float, help="seconds for L1 to boot and report (default from images/l1.toml)")
     p.add_argument("--keep", action="store_true", help="keep the L1 work directory (console log, data channel)")

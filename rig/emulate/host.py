@@ -43,8 +43,12 @@ from .frames import Frame, FrameError, FrameReader
 from .l1profile import parse_profile
 from .l2 import L2Result, parse_qmp_section, probe_args
 
+#: the L2 "machine" that is no QEMU at all: the probe under L1's kvmrun (guests/l1/kvmrun.c)
+KVMRUN_MACHINE = "kvmrun"
 #: seconds the rig waits beyond an L2 case's own timeout (L1 kills L2 at the timeout)
 L2_MARGIN = 30.0
+#: times an L2 case is sent when L1 reports its arguments arrived garbled (nothing ran then)
+L2_SEND_ATTEMPTS = 3
 
 
 class EmulateError(RigError):
@@ -375,13 +379,20 @@ class EmulatedHost:
                 raise self._fail(str(e)) from e
 
     # -- L2 ------------------------------------------------------------------
-    def run_l2(self, qemu_args: list[str], timeout: float | None = None, *, qmp: bool = False) -> L2Result:
+    def run_l2(self, qemu_args: list[str], timeout: float | None = None, *, qmp: bool = False,
+               program: str = "qemu") -> L2Result:
         """Run one L2 QEMU in L1 with ``qemu_args`` (see rig/emulate/l2.py for what L1 adds).
 
         ``timeout``: L1 kills the L2 QEMU after this many seconds (exit status
         137, ``timed_out``).  ``qmp``: start paused and read QEMU's configured
         CPUID over QMP first (``feature_words()``, ``filtered_features()``).
+        ``program="kvmrun"``: instead of QEMU, L1's ``kvmrun`` boots the probe in a
+        bare KVM VM whose CPUID is exactly KVM_GET_SUPPORTED_CPUID (guests/l1/kvmrun.c;
+        ``qemu_args`` are kvmrun's arguments after the probe, e.g. the memory in MiB).
         """
+        if program not in ("qemu", "kvmrun") or (program == "kvmrun" and qmp):
+            raise EmulateError(f"L2 program {program!r}{' with QMP' if qmp else ''} is not one of qemu, kvmrun "
+                               "(kvmrun has no QMP)")
         if self._sock is None or self.profile is None:
             raise EmulateError("emulated host is not running", hint="use run_l2 inside the `with EmulatedHost(...)` block")
         if self._image is not None and not self._image.with_qemu:
@@ -395,13 +406,24 @@ class EmulatedHost:
         for a in qemu_args:
             if not a or "\n" in a or "\r" in a:
                 raise EmulateError(f"L2 QEMU argument {a!r}: empty arguments and line breaks cannot be passed to L1")
-        self._case += 1
-        cid = self._case
-        msg = f"run {cid} {tmo} {1 if qmp else 0}\n" + "".join(a + "\n" for a in qemu_args) + "\n"
-        t0 = time.monotonic()
-        self._send(msg.encode())
+        verb = "run" if program == "qemu" else "kvmrun"
+        body = "".join(a + "\n" for a in qemu_args).encode()
         budget = tmo + L2_MARGIN
-        deadline = t0 + budget
+        garbled: list[str] = []
+        while True:
+            self._case += 1
+            cid = self._case
+            t0 = time.monotonic()
+            deadline = t0 + budget
+            self._send(f"{verb} {cid} {tmo} {1 if qmp else 0} {len(body)}\n".encode() + body + b"\n")
+            ack = self._wait_frame(f"case/{cid}/args", deadline, f"L2 case {cid} was not acknowledged", budget)
+            if not ack.lines or not ack.lines[0].startswith("garbled"):
+                break
+            # L1 received other argument bytes than sent (the serial line lost some): nothing ran; send again
+            garbled.append(ack.lines[0])
+            if len(garbled) >= L2_SEND_ATTEMPTS:
+                raise self._fail(f"L2 case arguments garbled on the data channel {len(garbled)} times "
+                                 f"({'; '.join(garbled)})")
         replies: dict = {}
         errors: list[str] = []
         if qmp:
@@ -419,7 +441,14 @@ class EmulatedHost:
 
     def run_probe(self, cpu: str, machine: str = "microvm", *, timeout: float | None = None, qmp: bool = True,
                   extra: tuple[str, ...] = ()) -> L2Result:
-        """Boot the rig's PVH probe as L2 with ``-cpu cpu``."""
+        """Boot the rig's PVH probe as L2 with ``-cpu cpu`` (machine ``kvmrun``: without QEMU, ``cpu`` must
+        be ``host``: KVM's supported CPUID passed through as it is)."""
+        if machine == KVMRUN_MACHINE:
+            if cpu != "host" or extra:
+                raise EmulateError(f"L2 machine kvmrun runs -cpu host only (KVM's bits as they are), not {cpu!r}"
+                                   + (f" with {' '.join(extra)}" if extra else ""),
+                                   hint="use microvm for QEMU CPU models and flags")
+            return self.run_l2([], timeout, program="kvmrun")
         return self.run_l2(probe_args(cpu, machine, extra=extra), timeout, qmp=qmp)
 
     def _send(self, data: bytes) -> None:

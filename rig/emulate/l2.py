@@ -97,3 +97,18 @@ def parse_qmp_section(lines: tuple[str, ...]) -> tuple[dict[str, Any], list[str]
         except json.JSONDecodeError as e:
             errors.append(f"{key}: reply is not JSON ({e.msg})")
     return replies, errors
+
+
+def feature_registers(table: CpuidTable | None) -> CpuidTable | None:
+    """``table`` restricted to the registers that hold named features (the catalogue's words): the scope of
+    a kvmrun case, as QEMU's feature-words are for a QEMU case (sizes, topology, brand are not predicted)."""
+    if table is None:
+        return None
+    from ..cpuid.catalogue import catalogue
+
+    out = CpuidTable()
+    for leaf, sub, reg in catalogue().words():
+        v = table.reg(leaf, sub, reg)
+        if v is not None:
+            out.set_reg(leaf, sub, reg, v)
+    return out

@@ -158,6 +158,10 @@ class OracleResult:
     differences: list = field(default_factory=list)  # rig.policy.Difference
     known: list = field(default_factory=list)  # differences explained by known-differences data
     error: str | None = None
+    #: the policy was imported for the profile's kernel series (False: another one stood in for it)
+    exact: bool = True
+    #: how the policy was chosen (rig.policy.store.PolicyChoice.why)
+    why: str = ""
 
     @property
     def ok(self) -> bool:
@@ -166,7 +170,8 @@ class OracleResult:
     def describe(self) -> str:
         if self.error:
             return f"{self.name}: {self.error}"
-        head = f"{self.name} [{self.policy}]: {self.words} words / {self.bits} bits compared, " \
+        approx = "" if self.exact else f" (APPROXIMATE: {self.why})"
+        head = f"{self.name} [{self.policy}{approx}]: {self.words} words / {self.bits} bits compared, " \
                f"{len(self.differences)} mismatches" + (f", {len(self.known)} known" if self.known else "")
         return "\n  ".join([head, *(str(d) for d in self.differences)])
 
@@ -186,20 +191,25 @@ def check_profile(profile: HostProfile, name: str | None = None) -> OracleResult
     apart as *known*.
     """
     from ..policy import check as policy_check
-    from ..policy.store import load_policy, select
+    from ..policy.store import resolve_policy
 
     name = name or profile.name or "?"
     measured = profile.kvm.supported
     if measured is None:
         return OracleResult(name, "-", error=f"profile has no measured KVM_GET_SUPPORTED_CPUID ({profile.kvm.error})")
+    release = profile.kernel.release or ""
     try:
-        entry, _why = select(profile.kernel.release or "")
-        policy = load_policy(entry.name)
+        choice = resolve_policy(release)
+    except RigError as e:
+        return OracleResult(name, "-", exact=False, why=str(e), error=f"no policy: {e}")
+    policy = choice.policy
+    try:
         res = policy_check.check(profile, policy)
     except RigError as e:
         return OracleResult(name, "-", error=f"policy model failed: {e}")
     words, bits = count_compared(res.prediction.table, measured)
-    out = OracleResult(name, policy.label, words, bits)
+    out = OracleResult(name, policy.label, words, bits, exact=choice.exact, why=choice.why)
     out.differences = res.unexplained
     out.known = [d for d, _k in res.known]
     return out
+

@@ -85,10 +85,11 @@ def _bits(value: int) -> list[int]:
     return [b for b in range(32) if value >> b & 1]
 
 
-def l2_check(profile: HostProfile | None, result: L2Result) -> L2Check:
-    """Compare a probe run's observed CPUID with QEMU's configured words and L1's KVM table."""
+def l2_check(profile: HostProfile | None, result: L2Result, configured: CpuidTable | None = None) -> L2Check:
+    """Compare a probe run's observed CPUID with QEMU's configured words (or ``configured``: what kvmrun set,
+    see :func:`rig.emulate.l2.feature_registers`) and L1's KVM table."""
     out = L2Check()
-    configured = result.feature_words()
+    configured = configured if configured is not None else result.feature_words()
     if configured is None:
         out.problems.append("no QMP feature-words (run the case with qmp=True)")
         return out

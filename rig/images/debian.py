@@ -1,12 +1,17 @@
 """Fetching Debian packages without touching the machine's apt state.
 
 The rig needs packages from suites the machine may not have configured
-(bookworm-backports for QEMU 10.0 and kernel 6.12, trixie-backports / sid for
-7.x kernels and ``linux-source-7.x``).  :class:`DebianArchive` keeps a private
-apt configuration under the cache directory: a ``sources.list`` that reuses the
-archive URI already configured on this machine (``/etc/apt/sources.list.d/
-*.sources`` or ``/etc/apt/sources.list``; never a hard-coded host), its own
-package lists and its own download cache.  ``apt-get download`` needs no root.
+(bullseye and bullseye-security for kernel 5.10, bookworm-backports for QEMU
+10.0 and kernel 6.12, trixie-backports for 6.16-6.18, trixie-backports / sid
+for 7.x kernels and ``linux-source-7.x``).  :class:`DebianArchive` keeps a
+private apt configuration under the cache directory: a ``sources.list`` that
+reuses the archive URIs already configured on this machine (``/etc/apt/
+sources.list.d/*.sources`` or ``/etc/apt/sources.list``; never a hard-coded
+host: the main archive for :data:`SUITES`, the security archive, when one is
+configured, for :data:`SECURITY_SUITES`), its own package lists and its own
+download cache.  ``apt-get download`` needs no root.  Each distinct
+``sources.list`` has its own directory under ``<cache>/apt/``, so rigs of
+different versions sharing one cache never discard each other's lists.
 
 Typical use::
 
@@ -26,8 +31,11 @@ from pathlib import Path
 
 from ..errors import RigError
 from .cache import cache_root
+from .cache import digest as cache_digest
 
-SUITES: tuple[str, ...] = ("bookworm", "bookworm-backports", "trixie", "trixie-backports", "sid")
+SUITES: tuple[str, ...] = ("bullseye", "bookworm", "bookworm-backports", "trixie", "trixie-backports", "sid")
+#: suites of the security archive (bullseye's newest 5.10 kernels and sources are only there)
+SECURITY_SUITES: tuple[str, ...] = ("bullseye-security",)
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 
@@ -42,28 +50,47 @@ class PackageVersion:
     suite: str
 
 
-def _debian_uri(etc: Path = Path("/etc/apt")) -> str:
-    """The Debian archive URI configured on this machine (first deb822 or one-line entry)."""
-    candidates: list[Path] = sorted((etc / "sources.list.d").glob("*.sources")) if (etc / "sources.list.d").is_dir() else []
-    for p in candidates:
-        text = p.read_text(errors="replace")
-        for stanza in re.split(r"\n\s*\n", text):
-            if re.search(r"^Suites:.*\b(bookworm|trixie|sid|forky)\b", stanza, re.M) and "security" not in stanza:
-                m = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
-                if m:
-                    return m.group(1).rstrip("/")
-    lists = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*.list"))] if etc.is_dir() else []
+def _configured_uris(etc: Path = Path("/etc/apt")) -> list[tuple[str, str]]:
+    """(URI, suites text) of every Debian entry configured on this machine, in file order."""
+    out: list[tuple[str, str]] = []
+    src_d = etc / "sources.list.d"
+    for p in sorted(src_d.glob("*.sources")) if src_d.is_dir() else []:
+        for stanza in re.split(r"\n\s*\n", p.read_text(errors="replace")):
+            suites = re.search(r"^Suites:(.*)$", stanza, re.M)
+            uri = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+            if suites and uri:
+                out.append((uri.group(1).rstrip("/"), suites.group(1)))
+    lists = [etc / "sources.list", *sorted(src_d.glob("*.list"))] if etc.is_dir() else []
     for p in lists:
         if not p.is_file():
             continue
         for line in p.read_text(errors="replace").splitlines():
             m = re.match(r"^\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)", line)
-            if m and "security" not in m.group(2):
-                return m.group(1).rstrip("/")
+            if m:
+                out.append((m.group(1).rstrip("/"), m.group(2)))
+    return out
+
+
+_DEBIAN_SUITE = re.compile(r"\b(bullseye|bookworm|trixie|forky|sid)\b")
+
+
+def _debian_uri(etc: Path = Path("/etc/apt")) -> str:
+    """The Debian archive URI configured on this machine (first deb822 or one-line entry)."""
+    for uri, suites in _configured_uris(etc):
+        if _DEBIAN_SUITE.search(suites) and "security" not in suites:
+            return uri
     raise DebianError(
         "no Debian archive URI found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list",
         hint="configure apt for Debian first",
     )
+
+
+def _security_uri(etc: Path = Path("/etc/apt")) -> str | None:
+    """The Debian security archive URI configured on this machine, if any (entries with a ``*-security`` suite)."""
+    for uri, suites in _configured_uris(etc):
+        if re.search(r"\b(bullseye|bookworm|trixie|forky)-security\b", suites):
+            return uri
+    return None
 
 
 @dataclass
@@ -73,12 +100,25 @@ class DebianArchive:
     root: Path
     uri: str
     suites: tuple[str, ...] = SUITES
+    security_uri: str | None = None
+    security_suites: tuple[str, ...] = SECURITY_SUITES
     #: "deb" (binary packages) or "deb-src" (source packages: ``apt-get source``)
     kind: str = "deb"
 
     @classmethod
     def default(cls) -> DebianArchive:
-        return cls(cache_root() / "apt", _debian_uri())
+        uri, sec = _debian_uri(), _security_uri()
+        probe = cls(Path("."), uri, security_uri=sec)
+        return cls(cache_root() / "apt" / cache_digest([probe.sources_text()])[:12], uri, security_uri=sec)
+
+    def sources_text(self) -> str:
+        """The private ``sources.list``: :attr:`suites` from the main archive, :attr:`security_suites` from the
+        security archive when the machine has one configured."""
+        signed = f"[signed-by={KEYRING}] " if Path(KEYRING).exists() else ""
+        lines = [f"{self.kind} {signed}{self.uri} {s} main\n" for s in self.suites]
+        if self.security_uri:
+            lines += [f"{self.kind} {signed}{self.security_uri} {s} main\n" for s in self.security_suites]
+        return "".join(lines)
 
     # -- apt plumbing -------------------------------------------------------
     def _options(self) -> list[str]:
@@ -98,14 +138,14 @@ class DebianArchive:
     def _write_sources(self) -> None:
         (self.root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
         (self.root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-        signed = f"[signed-by={KEYRING}] " if Path(KEYRING).exists() else ""
-        text = "".join(f"{self.kind} {signed}{self.uri} {s} main\n" for s in self.suites)
+        text = self.sources_text()
         p = self.root / "sources.list"
         if not p.exists() or p.read_text() != text:
             p.write_text(text)
             for f in [*(self.root / "lists").glob("*_Packages*"), *(self.root / "lists").glob("*_Sources*")]:
                 f.unlink()
-            (self.root / "lists" / ".updated").unlink(missing_ok=True)  # new suites: the lists must be fetched
+            # the lists just removed must be fetched again, whatever the age of the last update
+            (self.root / "lists" / ".updated").unlink(missing_ok=True)
 
     def _run(self, tool: str, args: list[str], *, cwd: Path | None = None, what: str) -> str:
         if shutil.which(tool) is None:

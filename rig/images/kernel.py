@@ -35,9 +35,18 @@ class KernelError(RigError):
 
 
 @dataclass(frozen=True)
+class Layout:
+    """One package layout: every entry of ``packages`` (alternatives) must exist, none of ``unless``."""
+
+    name: str
+    packages: tuple[tuple[str, ...], ...]
+    unless: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class KernelRecipe:
     flavour: str
-    layouts: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]
+    layouts: tuple[Layout, ...]
     aliases: dict[str, str]
 
 
@@ -47,7 +56,9 @@ def load_recipe(path: Path | None = None) -> KernelRecipe:
         text = path.read_text() if path else read_recipe("kernels.toml")
         data = tomllib.loads(text)
         layouts = tuple(
-            (str(lay["name"]), tuple(tuple(str(a) for a in alts) for alts in lay["packages"])) for lay in data["layouts"]
+            Layout(str(lay["name"]), tuple(tuple(str(a) for a in alts) for alts in lay["packages"]),
+                   tuple(str(u) for u in lay.get("unless", ())))
+            for lay in data["layouts"]
         )
         return KernelRecipe(str(data["flavour"]), layouts, {str(k): str(v) for k, v in data.get("aliases", {}).items()})
     except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
@@ -187,15 +198,17 @@ def _releases(names: list[str], flavour: str) -> list[str]:
 
 
 def _layout_for(release: str, names: set[str], recipe: KernelRecipe) -> tuple[str, tuple[str, ...]] | None:
-    for lname, entries in recipe.layouts:
+    for lay in recipe.layouts:
+        if any(u.format(release=release) in names for u in lay.unless):
+            continue
         chosen = []
-        for alts in entries:
+        for alts in lay.packages:
             hit = next((a.format(release=release) for a in alts if a.format(release=release) in names), None)
             if hit is None:
                 break
             chosen.append(hit)
         else:
-            return lname, tuple(chosen)
+            return lay.name, tuple(chosen)
     return None
 
 
@@ -230,35 +243,79 @@ def available_kernels(archive: DebianArchive | None = None) -> list[str]:
     return [r for r in _releases(names, recipe.flavour) if _layout_for(r, name_set, recipe)]
 
 
-def resolve(version: str = "newest", archive: DebianArchive | None = None) -> KernelChoice:
-    """Pick the release for ``version`` and the package versions to fetch (needs the apt lists)."""
+def choices(version: str = "newest", archive: DebianArchive | None = None, *,
+            limit: int | None = None) -> list[KernelChoice]:
+    """Every release matching ``version`` with KVM modules, newest first, with the package versions to fetch
+    (needs the apt lists).  A request matching nothing is a :class:`KernelError` listing what exists."""
     recipe = load_recipe()
     archive = archive or DebianArchive.default()
     names = _names(archive, recipe)
     name_set = set(names)
     tried: list[str] = []
+    out: list[KernelChoice] = []
     for release in _releases(names, recipe.flavour):
         if not matches(release, version, recipe):
             continue
         lay = _layout_for(release, name_set, recipe)
-        if lay is None:
+        c = _choice(release, lay, archive, recipe) if lay else None
+        if c is None:
             tried.append(release)
             continue
-        pkgs = []
-        for name in lay[1]:
-            vs = archive.versions(name)
-            if not vs:
-                break
-            pkgs.append((name, vs[0].version, vs[0].suite))
-        else:
-            key = cache.digest(["kernel", recipe.flavour, *(f"{n}={v}" for n, v, _ in pkgs)])
-            return KernelChoice(release, lay[0], tuple(pkgs), key)
-        tried.append(release)
-    detail = f" (incomplete in the archive: {', '.join(tried[:4])})" if tried else ""
+        out.append(c)
+        if limit is not None and len(out) >= limit:
+            break
+    m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", version)
+    if not out and m and int(m.group(3)) > 0:
+        # 5.10 and 6.1 releases carry an ABI number (6.1.0-50), the upstream version is the package's
+        for release in _releases(names, recipe.flavour):
+            key = release_key(release)
+            if key is None or (key.major, key.minor, key.patch) != (int(m.group(1)), int(m.group(2)), 0):
+                continue
+            lay = _layout_for(release, name_set, recipe)
+            c = _choice(release, lay, archive, recipe) if lay else None
+            if c is not None and c.packages[0][1].split(":")[-1].startswith(version + "-"):
+                out.append(c)
+    if out:
+        return out
+    detail = f" (in the archive without their modules package: {', '.join(tried[:4])})" if tried else ""
+    offered = series_summary([r for r in _releases(names, recipe.flavour) if _layout_for(r, name_set, recipe)])
     raise KernelError(
-        f"no Debian {recipe.flavour} kernel matches {version!r}{detail}",
-        hint="see `rig images kernels` for what the configured suites offer",
+        f"no Debian {recipe.flavour} kernel with KVM modules matches {version!r}{detail}; the configured suites "
+        f"offer {offered or 'none'}",
+        hint="ask for a series (e.g. 6.16: its newest point release) or an exact release; "
+             "`rig images kernels` lists every release",
     )
+
+
+def _choice(release: str, lay: tuple[str, tuple[str, ...]], archive: DebianArchive,
+            recipe: KernelRecipe) -> KernelChoice | None:
+    """The packages of ``release`` in layout ``lay`` with their newest versions (None when one is not listed)."""
+    pkgs = []
+    for name in lay[1]:
+        vs = archive.versions(name)
+        if not vs:
+            return None
+        pkgs.append((name, vs[0].version, vs[0].suite))
+    key = cache.digest(["kernel", recipe.flavour, *(f"{n}={v}" for n, v, _ in pkgs)])
+    return KernelChoice(release, lay[0], tuple(pkgs), key)
+
+
+def resolve(version: str = "newest", archive: DebianArchive | None = None) -> KernelChoice:
+    """The newest release matching ``version`` (see :func:`choices`)."""
+    return choices(version, archive, limit=1)[0]
+
+
+def series_summary(releases: list[str]) -> str:
+    """``6.18 (6.18.15 ... 6.18.5), 6.1 (6.1.0-50, 6.1.0-47)``: series, newest first, with their releases."""
+    by: dict[str, list[str]] = {}
+    for r in releases:
+        by.setdefault(release_series(r), []).append(r.removesuffix("-cloud-amd64").removesuffix("+deb13")
+                                                     .removesuffix("+deb12").removesuffix("+deb14"))
+    parts = []
+    for series, rs in by.items():
+        shown = ", ".join(rs) if len(rs) <= 3 else f"{rs[0]} ... {rs[-1]}"
+        parts.append(f"{series} ({shown})")
+    return ", ".join(parts)
 
 
 def _meta_path(entry: Path) -> Path:
@@ -310,21 +367,74 @@ def _locate(root: Path, release: str) -> tuple[Path, Path, Path | None]:
     return vmlinuz, modules_dir, config
 
 
+#: how long a package version the archive failed to deliver (HTTP 404: listed, file gone) is skipped
+UNAVAILABLE_SECONDS = 24 * 3600
+
+
+def _unavailable_marker(choice: KernelChoice) -> Path:
+    return cache.cache_root() / KIND / "unavailable" / choice.key
+
+
+def _is_unavailable(choice: KernelChoice) -> bool:
+    import time
+
+    m = _unavailable_marker(choice)
+    return m.exists() and time.time() - m.stat().st_mtime < UNAVAILABLE_SECONDS
+
+
 def fetch_kernel(version: str = "newest", archive: DebianArchive | None = None) -> DebianKernel:
-    """Fetch (or find in the cache) the Debian kernel matching ``version``."""
+    """Fetch (or find in the cache) the Debian kernel matching ``version``.
+
+    A series (``6.16``) or ``newest`` gets the newest matching release whose packages the archive delivers:
+    when the newest is listed but its files are gone (seen for 5.10's newest security uploads), the next
+    one is taken and a line on stderr says which and why.  An exact release gets exactly that one or an error.
+    """
+    import sys
+
     recipe = load_recipe()
     try:
-        choice = resolve(version, archive)
+        options = choices(version, archive)
     except DebianError as e:
         # offline: fall back to a cached kernel that matches
         for k in cached_kernels():
             if matches(k.release, version, recipe):
                 return k
         raise KernelError(f"cannot resolve kernel {version!r}: {e}", hint="network to the Debian archive is needed once") from e
+    exact = len(options) == 1 or any(c.release == recipe.aliases.get(version, version) for c in options)
+    skipped: list[str] = []
+    last: DebianError | None = None
+    for choice in options:
+        entry = cache.entry_dir(KIND, choice.key)
+        if cache.is_complete(entry):
+            kernel = _load(entry)
+        elif not exact and _is_unavailable(choice):
+            skipped.append(choice.release)
+            continue
+        else:
+            try:
+                kernel = _build(choice, archive or DebianArchive.default())
+            except DebianError as e:
+                if exact:
+                    raise KernelError(f"kernel {choice.release}: {e}",
+                                      hint="the archive lists it but did not deliver it; ask for another release "
+                                           "(`rig images kernels`)") from e
+                _unavailable_marker(choice).parent.mkdir(parents=True, exist_ok=True)
+                _unavailable_marker(choice).write_text(f"{e}\n")
+                skipped.append(choice.release)
+                last = e
+                continue
+        if skipped:
+            print(f"rig: kernel {version}: using {kernel.release}; newer {', '.join(skipped)} listed in the archive "
+                  f"but not downloadable{f' ({last})' if last else ' (failed within the last day)'}", file=sys.stderr)
+        return kernel
+    why = str(last) if last else f"each failed within the last {UNAVAILABLE_SECONDS // 3600} h"
+    raise KernelError(f"no kernel matching {version!r} could be downloaded (tried {', '.join(skipped)}): {why}",
+                      hint=f"check the network to the Debian archive; failures are remembered in "
+                           f"{_unavailable_marker(options[0]).parent} (delete it to retry now)")
+
+
+def _build(choice: KernelChoice, archive: DebianArchive) -> DebianKernel:
     entry = cache.entry_dir(KIND, choice.key)
-    if cache.is_complete(entry):
-        return _load(entry)
-    archive = archive or DebianArchive.default()
     with cache.building(KIND, choice.key) as tmp:
         debs = tmp / "debs"
         root = tmp / "root"

@@ -51,6 +51,7 @@ class L1Recipe:
     init: Path
     kvmcap: Path
     kvmcap_cflags: tuple[str, ...]
+    kvmrun: Path
     modules: tuple[str, ...]
     boot: dict[str, Any]
 
@@ -73,6 +74,7 @@ def load_recipe(path: Path | None = None) -> L1Recipe:
             init=root / d["init"],
             kvmcap=root / d["kvmcap"],
             kvmcap_cflags=tuple(str(f) for f in d["kvmcap_cflags"]),
+            kvmrun=root / d["kvmrun"],
             modules=tuple(str(m) for m in d["modules"]),
             boot=dict(d["boot"]),
         )
@@ -104,25 +106,35 @@ class L1Image:
 def build_kvmcap(recipe: L1Recipe | None = None) -> Path:
     """Compile ``guests/l1/kvmcap.c`` statically into the cache; return the binary."""
     recipe = recipe or load_recipe()
+    return build_helper(recipe.kvmcap, "kvmcap", recipe.kvmcap_cflags)
+
+
+def build_kvmrun(recipe: L1Recipe | None = None) -> Path:
+    """Compile ``guests/l1/kvmrun.c`` (the QEMU-less L2 runner) statically into the cache; return the binary."""
+    recipe = recipe or load_recipe()
+    return build_helper(recipe.kvmrun, "kvmrun", recipe.kvmcap_cflags)
+
+
+def build_helper(source: Path, name: str, cflags: tuple[str, ...]) -> Path:
+    """Compile one static L1 helper from ``source`` into the cache (content-addressed); return the binary."""
     gcc = shutil.which("gcc")
     if gcc is None:
-        raise L1ImageError("cannot build kvmcap: gcc not found", hint="apt-get install gcc libc6-dev")
+        raise L1ImageError(f"cannot build {name}: gcc not found", hint="apt-get install gcc libc6-dev")
     try:
-        src = recipe.kvmcap.read_bytes()
+        src = source.read_bytes()
     except OSError as e:
-        raise L1ImageError(f"{recipe.kvmcap}: cannot read ({e.strerror})", hint="run from a source checkout") from e
+        raise L1ImageError(f"{source}: cannot read ({e.strerror})", hint="run from a source checkout") from e
     ver = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
-    key = cache.digest(["kvmcap", src, *ver, *recipe.kvmcap_cflags])
+    key = cache.digest([name, src, *ver, *cflags])
     entry = cache.entry_dir(KVMCAP_KIND, key)
     if not cache.is_complete(entry):
         with cache.building(KVMCAP_KIND, key) as tmp:
-            out = tmp / "kvmcap"
-            proc = subprocess.run([gcc, *recipe.kvmcap_cflags, "-o", str(out), str(recipe.kvmcap)],
-                                  capture_output=True, text=True)
+            out = tmp / name
+            proc = subprocess.run([gcc, *cflags, "-o", str(out), str(source)], capture_output=True, text=True)
             if proc.returncode != 0:
                 tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-                raise L1ImageError(f"kvmcap build failed: {tail}", hint="needs gcc and libc6-dev (static libc)")
-    return entry / "kvmcap"
+                raise L1ImageError(f"{name} build failed: {tail}", hint="needs gcc and libc6-dev (static libc)")
+    return entry / name
 
 
 # ------------------------------------------------------------------ base
@@ -175,6 +187,7 @@ def base_entries(recipe: L1Recipe, probe: Path | None, with_qemu: bool = True) -
 
             probe = build_probe().pvh
         entries.append(ir.file(L1_PROBE.lstrip("/"), probe, 0o644))
+        entries.append(ir.file("bin/kvmrun", build_kvmrun(recipe), 0o755))
     entries.append(ir.file("bin/kvmcap", build_kvmcap(recipe), 0o755))
     try:
         entries.append(ir.file("init", recipe.init.read_bytes(), 0o755))

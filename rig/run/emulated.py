@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..caseaxes import BootForm, EmulatedHostSpec
+from ..emulate.host import KVMRUN_MACHINE
+from ..emulate.l2 import feature_registers
 from ..errors import RigError
 from ..qemu.launcher import classify
 from ..results import Case, CaseResult, Outcome, judge
@@ -84,18 +86,24 @@ class EmulatedSession:
         self._thread.shutdown(wait=False, cancel_futures=True)
 
     async def observe(self, ctx: RunContext, case: Case, workdir: Path, started: asyncio.Event) -> CaseObservation:
-        """The case's L2 probe in L1 (QMP first, then the probe); its artifacts in ``workdir``."""
+        """The case's L2 probe in L1 (QMP first, then the probe) -- or, on the L2 machine ``kvmrun``, the probe
+        in a bare KVM VM whose CPUID is L1's KVM_GET_SUPPORTED_CPUID as it is; its artifacts in ``workdir``."""
         m = case.machine_spec
-        if m.form != BootForm.PVH or case.accel != "kvm":
-            raise RigError(f"emulated hosts run -M microvm -accel kvm L2 cases only, not -M {case.machine} "
-                           f"-accel {case.accel}")
+        kvmrun = m.base == KVMRUN_MACHINE
+        if kvmrun and (case.accel != "kvm" or case.cpu_arg != "host"):
+            raise RigError(f"L2 machine kvmrun (no QEMU: KVM's supported CPUID as it is) runs -cpu host -accel kvm "
+                           f"only, not -cpu {case.cpu_arg} -accel {case.accel}")
+        if not kvmrun and (m.form != BootForm.PVH or case.accel != "kvm"):
+            raise RigError(f"emulated hosts run -M microvm (or kvmrun) -accel kvm L2 cases only, not "
+                           f"-M {case.machine} -accel {case.accel}")
         started.set()
         try:
-            r = await self._call(self.host.run_probe, case.cpu_arg, m.base, timeout=case.timeout, qmp=True)
+            r = await self._call(self.host.run_probe, case.cpu_arg, m.base, timeout=case.timeout, qmp=not kvmrun)
         except asyncio.CancelledError:
             self._power_off()  # the thread waits on L1: stop it now
             raise
-        (workdir / "cmdline.txt").write_text("(inside L1) qemu-system-x86_64 " + " ".join(r.args) + "\n")
+        (workdir / "cmdline.txt").write_text(
+            "(inside L1) " + ("kvmrun /rig/probe.elf" if kvmrun else "qemu-system-x86_64") + " " + " ".join(r.args) + "\n")
         (workdir / "serial.log").write_text(r.serial)
         (workdir / "stderr.log").write_text(r.stderr)
         write_json(workdir / "qmp.json", {"replies": r.qmp, "errors": r.qmp_errors})
@@ -106,11 +114,14 @@ class EmulatedSession:
             qmp_error="; ".join(r.qmp_errors) or None, stderr=r.stderr, serial_text=r.serial,
             probe_check=reader, timeout=case.timeout, shutdown="L1's timeout (SIGKILL)")
         report = reader.report
+        measured = self.host.profile.kvm.supported
+        # kvmrun: configured = what KVM supports (set as it is); QEMU's guest rules do not apply (no QEMU in between)
+        configured = feature_registers(measured) if kvmrun else r.feature_words()
         return CaseObservation(
-            Outcome(outcome), message, self.host.outer_qemu_version, configured=r.feature_words(),
-            observed=report.tables if report is not None else {}, kvm_measured=self.host.profile.kvm.supported,
+            Outcome(outcome), message, None if kvmrun else self.host.outer_qemu_version, configured=configured,
+            observed=report.tables if report is not None else {}, kvm_measured=measured,
             exit_code=r.exit_status,
-            views={"l1": self.host.label, "form": m.form.value, "image": str(ctx.probe.pvh)})
+            views={"l1": self.host.label, "form": "kvmrun" if kvmrun else m.form.value, "image": str(ctx.probe.pvh)})
 
 
 def boot_failed(ctx: RunContext, spec: EmulatedHostSpec, cases: list[Case], error: RigError,

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..cpuid.table import CpuidTable
+from ..emulate.host import KVMRUN_MACHINE
+from ..emulate.l2 import feature_registers
 from ..errors import RigError
 from ..qemu.model import predict_guest
 from ..results import Case
@@ -51,6 +53,11 @@ class Predictor:
                 kvm = inputs.kvm()
             if self._fn is not None:
                 return Prediction(self._fn(case, "", None))
+            if case.machine_spec.base == KVMRUN_MACHINE:  # no QEMU: the guest reads KVM's supported table as it is
+                if kvm is None or kvm.predicted_supported is None:
+                    raise RigError(f"kvmrun needs the KVM policy model's prediction ({kvm.note if kvm else 'no KVM'})")
+                return Prediction(feature_registers(kvm.predicted_supported), approximations=kvm.approximations,
+                                  kvm_supported=kvm.predicted_supported)
             p = predict_guest(inputs.facts(case), case.cpu_arg, case.accel, case.machine_spec.base,
                               kvm.supported if kvm else None, host_raw=kvm.raw if kvm else None)
             return Prediction(p.with_levels(), filtered=p.filtered, note=kvm.note if kvm else "",

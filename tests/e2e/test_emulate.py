@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -195,3 +196,41 @@ def test_cli_emulate_output_into_character_device_keeps_it(tmp_path):
     st = os.lstat(dev)
     assert stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == (1, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
+
+
+def test_kvmrun_guest_reads_kvm_supported_cpuid_as_it_is(host):
+    """L2 without QEMU (guests/l1/kvmrun.c): the probe's CPUID equals L1's KVM_GET_SUPPORTED_CPUID on every
+    feature register, in every CPU mode (runtime bits OSXSAVE/OSPKE excepted), and the CPUID kvmrun set
+    (its stderr) is that table."""
+    from rig.emulate.l2 import feature_registers
+
+    r = host.run_probe("host", "kvmrun", timeout=60)
+    assert r.probe_ok, r.stderr[-500:]
+    sup = host.profile.kvm.supported
+    check = l2_check(host.profile, r, feature_registers(sup))
+    assert check.modes == ["long64", "prot32"] and check.words > 20
+    assert check.guest_vs_configured == [] and check.configured_not_supported == [], check.summary()
+    set_lines = [ln.split() for ln in r.stderr.splitlines() if ln.startswith("cpuid ")]
+    assert len(set_lines) == len(sup.entries)
+    for _, leaf, sub, *regs in set_lines:
+        got = sup.get(int(leaf, 16), int(sub, 16))
+        assert got is not None and [got.eax, got.ebx, got.ecx, got.edx] == [int(x, 16) for x in regs], (leaf, sub)
+
+
+def test_cli_emulate_kvmrun(tmp_path):
+    out = tmp_path / "p.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rig", "host", "emulate", "--cpu", "EPYC-Rome", "--kernel", "6.1", "-o", str(out),
+         "--l2-cpu", "host", "--machine", "kvmrun"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "L2 -cpu host: probe ok" in proc.stdout and "differ" not in proc.stdout
+
+
+def test_garbled_case_arguments_are_refused_by_l1(host):
+    """L1 checks the announced byte count of an L2 case's arguments and runs nothing when bytes were lost
+    (run_l2 then sends the case again); here the count is wrong on purpose."""
+    host._send(b"run 9999 10 0 12\n-M\nmicrovm\n\n")  # 11 argument bytes, 12 announced
+    ack = host._wait_frame("case/9999/args", time.monotonic() + 60, "no acknowledgement", 60)
+    assert list(ack.lines) == ["garbled 11 12"]
+    r = host.run_probe("qemu64", L2_MACHINE, timeout=60)  # the channel is still in step
+    assert r.probe_ok
