@@ -48,12 +48,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     s = summarise(results)
     args.tap_file = done.reports.tap
     print(f"rig run: {s.line()}")
-    approx: dict[str, int] = {}
-    for r in results:
-        for a in r.approximations:
-            approx[a] = approx.get(a, 0) + 1
-    for a, n in sorted(approx.items()):
-        print(f"rig run: {n} case(s) predicted approximately: {a}", file=sys.stderr)
     if done.history_diff is not None:
         d = done.history_diff
         print(f"history: against the previous run on this host: {len(d.bit_changes)} bits changed, "

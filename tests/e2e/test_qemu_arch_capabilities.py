@@ -99,4 +99,4 @@ qemu = ["10.0", "11.1"]
     for r in run.rows:
         assert r["outcome"] == "simulated"
         assert bool(r.get("approximations")) == (r["case"]["qemu"] == "11.1")
-    assert "case(s) predicted approximately: QEMU 11.1 has no CPU-model facts" in run.proc.stderr
+    assert "case(s), verdict 'approximate'): QEMU 11.1 has no CPU-model facts" in run.proc.stdout

@@ -68,5 +68,5 @@ def test_cases_run_and_say_they_are_approximate(run) -> None:  # type: ignore[no
         assert r["verdict"] in ("approximate", "fail"), r["verdict"]
         views = run.views(r)
         assert views["configured"] and views["observed"], r["id"]
-        assert "approximate: QEMU 11.1 has no CPU-model facts" in r["message"]  # what every report shows
-    assert "case(s) predicted approximately" in run.proc.stderr
+        assert "APPROXIMATE: QEMU 11.1 has no CPU-model facts" in r["message"]  # what every report shows
+    assert "APPROXIMATE (4 case(s), verdict 'approximate'): QEMU 11.1 has no CPU-model facts" in run.proc.stdout
