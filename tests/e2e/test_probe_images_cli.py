@@ -51,5 +51,5 @@ def test_build_linux_prints_the_cached_image(capsys):
 def test_unknown_kernel_is_one_line_error(capsys):
     rc, out, err = run(capsys, "images", "build", "linux", "--kernel", "9.9")
     assert rc == 2 and out == ""
-    assert err.startswith("rig: error: no Debian cloud-amd64 kernel matches '9.9'")
+    assert err.startswith("rig: error: no Debian cloud-amd64 kernel") and "matches '9.9'" in err
     assert len(err.strip().splitlines()) == 1
