@@ -183,7 +183,7 @@ class Finished:
 
 def finish(plan: Plan, results: list[CaseResult], *, history: Path | None | bool = None) -> Finished:
     """Reports into the run directory; the run into the history DB (``history=False``: not recorded)."""
-    paths = write_reports(plan.rundir, results)
+    paths = write_reports(plan.rundir, results, history=history if isinstance(history, Path) else None)
     out = Finished(paths, results)
     host = plan.rundir.read_info().get("host")
     if history is not False and host:
