@@ -22,6 +22,8 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -156,22 +158,37 @@ class DebianArchive:
             raise DebianError(f"{what} failed: {last}")
         return proc.stdout
 
+    @contextlib.contextmanager
+    def _locked(self, mode: int):
+        """``flock`` on the private tree: updates are exclusive, queries shared. apt runs with
+        Debug::NoLocking (no root), so rigs sharing one cache (parallel jobs, fleet workers on one host)
+        would otherwise query lists another rig is rewriting, and find a package missing."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as f:
+            fcntl.flock(f, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def update(self, *, force: bool = False) -> None:
         """Fetch package lists for :attr:`suites` (skipped when fresh, < 6 h)."""
         import time
 
-        self._write_sources()
         stamp = self.root / "lists" / ".updated"
-        if not force and stamp.exists() and time.time() - stamp.stat().st_mtime < 6 * 3600:
-            return
-        self._run("apt-get", ["-qq", "update"], what="apt-get update of the rig's private Debian lists")
-        stamp.touch()
+        with self._locked(fcntl.LOCK_EX):
+            self._write_sources()
+            if not force and stamp.exists() and time.time() - stamp.stat().st_mtime < 6 * 3600:
+                return
+            self._run("apt-get", ["-qq", "update"], what="apt-get update of the rig's private Debian lists")
+            stamp.touch()
 
     # -- queries ------------------------------------------------------------
     def versions(self, package: str) -> list[PackageVersion]:
         """All versions of ``package`` in the configured suites, newest first."""
         self.update()
-        out = self._run("apt-cache", ["madison", package], what=f"apt-cache madison {package}")
+        with self._locked(fcntl.LOCK_SH):
+            out = self._run("apt-cache", ["madison", package], what=f"apt-cache madison {package}")
         found = []
         for line in out.splitlines():
             parts = [p.strip() for p in line.split("|")]
@@ -184,7 +201,8 @@ class DebianArchive:
     def search(self, regex: str) -> list[str]:
         """Package names matching ``regex`` (names only)."""
         self.update()
-        out = self._run("apt-cache", ["search", "--names-only", regex], what=f"apt-cache search {regex}")
+        with self._locked(fcntl.LOCK_SH):
+            out = self._run("apt-cache", ["search", "--names-only", regex], what=f"apt-cache search {regex}")
         return sorted({line.split(" - ", 1)[0].strip() for line in out.splitlines() if line.strip()})
 
     def download(self, package: str, *, dest: Path, suite: str | None = None, version: str | None = None) -> Path:
