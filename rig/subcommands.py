@@ -26,3 +26,14 @@ def level(sub: argparse._SubParsersAction, name: str, help: str, dest: str) -> a
     if action is None:
         action = parser.add_subparsers(dest=dest, metavar="TARGET")
     return action
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (``--jobs``, ``--shards``)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n

@@ -10,16 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import RigError
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
+from ..subcommands import positive_int
 
 
 def _minutes(text: str) -> float:
@@ -198,7 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker", default=env_b, help="Redis URL, e.g. redis://HOST:6379/0 (env RIG_FLEET_BROKER)")
     p.add_argument("--db", default=env_d, help="history database: postgresql://... (env RIG_FLEET_DB)")
     p.add_argument("--class", dest="cls", metavar="NAME", help="consume this class's queue instead of this host's own")
-    p.add_argument("-j", "--jobs", type=_positive, help="cases in parallel within a shard (default: one per CPU)")
+    p.add_argument("-j", "--jobs", type=positive_int, help="cases in parallel within a shard (default: one per CPU)")
     p.add_argument("--name", help="worker name recorded with its results (default: rig-PID@HOSTNAME)")
     p.add_argument("--workdir", type=Path, help="where shard run directories (artifacts) go (default: <cache>/fleet)")
     p.add_argument("--qemu", default="system", help="QEMU whose version is part of the class (default: system)")
@@ -212,7 +203,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker", default=env_b, help="Redis URL (env RIG_FLEET_BROKER)")
     p.add_argument("--db", default=env_d, help="history database URL (env RIG_FLEET_DB)")
     p.add_argument("--classes", metavar="A,B,...", help="host classes to run the matrix's native cases on")
-    p.add_argument("--shards", type=_positive, default=4, help="shards per class (default 4)")
+    p.add_argument("--shards", type=positive_int, default=4, help="shards per class (default 4)")
     p.add_argument("--wait", action="store_true", help="show progress per class until done, then the summary")
     p.add_argument("--deadline", type=_minutes, metavar="MINUTES",
                    help="cases not stored by then are recorded as missing (and shards not started are dropped)")

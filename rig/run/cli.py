@@ -8,19 +8,12 @@ import sys
 from pathlib import Path
 
 from ..errors import RigError
+from ..subcommands import positive_int
 
 # The commands import their machinery when they run, so `rig --help` works even
 # when an optional part (QEMU bindings, a model) is missing.
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -167,7 +160,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a case matrix (TOML): boot QEMU per case, compare layers, write reports")
     p.add_argument("matrix", nargs="?", help="matrix file, e.g. matrices/smoke.toml (optional with --resume)")
-    p.add_argument("-j", "--jobs", type=_positive, help="cases in parallel (default: the matrix's jobs, else one per CPU)")
+    p.add_argument("-j", "--jobs", type=positive_int, help="cases in parallel (default: the matrix's jobs, else one per CPU)")
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N (stable by case hash)")
     p.add_argument("-k", metavar="EXPR", help="select cases: words with and/or/not, as in pytest -k")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run (finished cases are kept)")
