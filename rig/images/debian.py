@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,32 @@ def _security_uri(etc: Path = Path("/etc/apt")) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def apt_lock(root: Path, mode: int) -> Iterator[None]:
+    """``flock`` on a private apt tree (``root/.lock``): updates exclusive, queries shared. The rig runs apt
+    with Debug::NoLocking (no root), so rigs sharing one cache (parallel jobs, fleet workers on one host)
+    would otherwise query lists another rig is rewriting, and find a package missing."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as f:
+        fcntl.flock(f, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_apt(tool: str, options: list[str], args: list[str], *, cwd: Path | None = None, what: str) -> str:
+    """``tool OPTIONS ARGS`` (apt-get, apt-cache) with a private configuration; its stdout, or
+    :class:`DebianError` with apt's last line."""
+    if shutil.which(tool) is None:
+        raise DebianError(f"{tool} not found", hint="this needs a Debian machine with apt")
+    proc = subprocess.run([tool, *options, *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise DebianError(f"{what} failed: {last}")
+    return proc.stdout
+
+
 @dataclass
 class DebianArchive:
     """A private apt configuration rooted at ``root``."""
@@ -150,26 +177,10 @@ class DebianArchive:
             (self.root / "lists" / ".updated").unlink(missing_ok=True)
 
     def _run(self, tool: str, args: list[str], *, cwd: Path | None = None, what: str) -> str:
-        if shutil.which(tool) is None:
-            raise DebianError(f"{tool} not found", hint="this needs a Debian machine with apt")
-        proc = subprocess.run([tool, *self._options(), *args], cwd=cwd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise DebianError(f"{what} failed: {last}")
-        return proc.stdout
+        return run_apt(tool, self._options(), args, cwd=cwd, what=what)
 
-    @contextlib.contextmanager
     def _locked(self, mode: int):
-        """``flock`` on the private tree: updates are exclusive, queries shared. apt runs with
-        Debug::NoLocking (no root), so rigs sharing one cache (parallel jobs, fleet workers on one host)
-        would otherwise query lists another rig is rewriting, and find a package missing."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a") as f:
-            fcntl.flock(f, mode)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return apt_lock(self.root, mode)
 
     def update(self, *, force: bool = False) -> None:
         """Fetch package lists for :attr:`suites` (skipped when fresh, < 6 h)."""

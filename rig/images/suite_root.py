@@ -24,9 +24,9 @@ debootstrap; the archive URI is the one the machine's apt already uses.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ..errors import RigError
 from .cache import cache_root, digest
-from .debian import KEYRING, _debian_uri
+from .debian import KEYRING, DebianError, _debian_uri, apt_lock, run_apt
 
 LIBDIR = "usr/lib/x86_64-linux-gnu"
 LOADER = f"{LIBDIR}/ld-linux-x86-64.so.2"
@@ -90,23 +90,25 @@ class SuiteApt:
             p.write_text(text)
 
     def _run(self, args: list[str], what: str) -> str:
-        if shutil.which("apt-get") is None:
-            raise SuiteRootError("apt-get not found", hint="this needs a Debian machine with apt")
-        proc = subprocess.run(["apt-get", *self.options(), *args], capture_output=True, text=True)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise SuiteRootError(f"{what} failed: {last}", hint="the Debian archive must be reachable once")
-        return proc.stdout
+        try:
+            with apt_lock(self.root, fcntl.LOCK_SH):
+                return run_apt("apt-get", self.options(), args, what=what)
+        except DebianError as e:
+            raise SuiteRootError(e.args[0], hint="the Debian archive must be reachable once") from None
 
     def update(self, *, max_age: float = 6 * 3600) -> None:
         import time
 
-        self._prepare()
         stamp = self.root / "lists" / ".updated"
-        if stamp.exists() and time.time() - stamp.stat().st_mtime < max_age:
-            return
-        self._run(["-qq", "update"], f"apt-get update for {'+'.join(self.suites)}")
-        stamp.touch()
+        with apt_lock(self.root, fcntl.LOCK_EX):
+            self._prepare()
+            if stamp.exists() and time.time() - stamp.stat().st_mtime < max_age:
+                return
+            try:
+                run_apt("apt-get", self.options(), ["-qq", "update"], what=f"apt-get update for {'+'.join(self.suites)}")
+            except DebianError as e:
+                raise SuiteRootError(e.args[0], hint="the Debian archive must be reachable once") from None
+            stamp.touch()
 
     def closure(self, packages: Sequence[str], target: str) -> list[tuple[str, str]]:
         """(name, version) of every package ``apt-get install`` would unpack for ``packages``
