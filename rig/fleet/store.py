@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RigError
-from ..history.db import History
+from ..history.db import FINDINGS_INSERT, History, finding_rows, result_row
 from .runner import CaseResult
 
 HEARTBEAT_S = 5.0
@@ -163,17 +163,14 @@ class FleetStore:
                 "INSERT INTO results(run_id, case_id, outcome, verdict, words, duration_s, finished_at, worker,"
                 " worker_class, artifacts, result_json) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT DO NOTHING RETURNING case_id",
-                (run_id, r.id, str(r.outcome), str(r.verdict), json.dumps(r.words, separators=(",", ":")), r.duration_s,
-                 r.finished_at, worker, worker_class, artifacts, json.dumps(r.to_json(), separators=(",", ":"))))
+                (*result_row(run_id, r), worker, worker_class, artifacts, json.dumps(r.to_json(), separators=(",", ":"))))
             if row is None:
                 old = self.db.one("SELECT verdict FROM results WHERE run_id = ? AND case_id = ?", (run_id, r.id))
                 if old and old[0] == MISSING:
                     self.event(nightly_id, host_class, None, worker, worker_class, "late",
                                f"{r.id} finished ({r.verdict}) after the nightly was closed; kept as missing")
                 return False
-            self.db.executemany(
-                "INSERT INTO findings(run_id, case_id, key, name, cls, layer, issue) VALUES (?,?,?,?,?,?,?)",
-                [(run_id, r.id, f.key, f.name, str(f.cls), str(f.layer), f.issue.id if f.issue else None) for f in r.findings])
+            self.db.executemany(FINDINGS_INSERT, finding_rows(run_id, r))
         return True
 
     def set_class_host(self, nightly_id: str, host_class: str, host: dict[str, Any], fingerprint: str) -> None:

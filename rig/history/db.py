@@ -94,6 +94,23 @@ class HistoryDiff:
         return not (self.bit_changes or self.new_findings or self.fixed_findings or self.outcome_changes)
 
 
+#: one finding of one case, as ``finding_rows`` gives it
+FINDINGS_INSERT = "INSERT INTO findings(run_id, case_id, key, name, cls, layer, issue) VALUES (?,?,?,?,?,?,?)"
+
+
+def result_row(run_id: int, r: CaseResult) -> tuple:
+    """The ``results`` columns every writer stores: run_id, case_id, outcome, verdict, words, duration_s,
+    finished_at (enums as their strings: database drivers adapt Enum members by name)."""
+    return (run_id, r.id, str(r.outcome), str(r.verdict), json.dumps(r.words, separators=(",", ":")), r.duration_s,
+            r.finished_at)
+
+
+def finding_rows(run_id: int, r: CaseResult) -> list[tuple]:
+    """``findings`` rows of one case (for :data:`FINDINGS_INSERT`)."""
+    return [(run_id, r.id, f.key, f.name, str(f.cls), str(f.layer), f.issue.id if f.issue else None)
+            for f in r.findings]
+
+
 class History:
     def __init__(self, where: Path | str | DbLocation | None = None) -> None:
         loc = where if isinstance(where, DbLocation) else parse_location(where or default_history_path())
@@ -135,14 +152,9 @@ class History:
             self.db.executemany(
                 "INSERT INTO results(run_id, case_id, outcome, verdict, words, duration_s, finished_at, artifacts)"
                 " VALUES (?,?,?,?,?,?,?,?)",
-                [(run_id, r.id, str(r.outcome), str(r.verdict), json.dumps(r.words, separators=(",", ":")), r.duration_s,
-                  r.finished_at, r.artifacts) for r in results],
+                [(*result_row(run_id, r), r.artifacts) for r in results],
             )
-            self.db.executemany(
-                "INSERT INTO findings(run_id, case_id, key, name, cls, layer, issue) VALUES (?,?,?,?,?,?,?)",
-                [(run_id, r.id, f.key, f.name, str(f.cls), str(f.layer), f.issue.id if f.issue else None)
-                 for r in results for f in r.findings],
-            )
+            self.db.executemany(FINDINGS_INSERT, [row for r in results for row in finding_rows(run_id, r)])
         return run_id
 
     # -- reading -----------------------------------------------------------------------
